@@ -1,0 +1,367 @@
+"""The ONE async run loop (spec STEPS.md §3–4).
+
+`execute` drives a graph from a feed of event batches inside the current asyncio loop. The sync
+`FlowController` runs the same coroutine in a background thread; file sources run it directly. Nothing else
+processes events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from typing import Any
+
+from storey.errors import FlowError
+from storey.event import Event
+from storey.flow.graph import walk
+from storey.flow.step import Flow
+
+__all__ = ["AwaitableResult", "Run", "execute"]
+
+logger = logging.getLogger("storey")
+
+TERMINATE = object()
+
+
+class AwaitableResult:
+    """The result slot of one emitted event, settled by the first `Complete` reached by any copy.
+
+    If no `Complete` fires, it settles to ``None`` once every copy of the event has finished. On a flow
+    error, `await_result` raises the `FlowError`.
+    """
+
+    __slots__ = ("_done", "_error", "_futures", "_holds", "_run", "_signal", "_value")
+
+    def __init__(self, run: Run | None = None) -> None:
+        self._holds = 0
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._signal = threading.Event()
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._run = run
+
+    def _release(self) -> None:
+        self._holds -= 1
+        if self._holds <= 0 and not self._done:
+            self._settle(None, None)
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._value = value
+        self._error = error
+        self._signal.set()
+        for loop, fut in self._futures:
+            loop.call_soon_threadsafe(_set_future, fut)
+        self._futures.clear()
+        if self._run is not None:
+            self._run.pending.discard(self)
+
+    def await_result(self, timeout: float | None = None) -> Any:
+        """Block until the result is settled and return it; raise the `FlowError` on failure.
+
+        Raises
+        ------
+        TimeoutError
+            Not settled within `timeout` seconds.
+        """
+        if not self._signal.wait(timeout):
+            msg = f"the event's result was not settled within {timeout} s"
+            raise TimeoutError(msg)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    async def await_result_async(self) -> Any:
+        """Async form of `await_result`."""
+        if not self._done:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._futures.append((loop, fut))
+            if self._done:  # settled between the check and the append
+                return self.await_result(0)
+            await fut
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _set_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Run:
+    """State of one run of a graph: steps, closeables, pending results, the first error."""
+
+    def __init__(self, head: Flow) -> None:
+        if getattr(head, "_active_run", None) is not None:
+            msg = f"flow {head.name!r} is already running; wait for its termination before running it again"
+            raise RuntimeError(msg)
+        self.head = head
+        self.steps = walk(head)
+        self.error: FlowError | None = None
+        self.pending: set[AwaitableResult] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._closeables: list[Any] = []
+        self._closeable_ids: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wakers: list[Any] = []
+        from storey.steps.outputs import Complete
+
+        self.has_complete = any(isinstance(s, Complete) for s in self.steps)
+        head._active_run = self  # type: ignore[attr-defined]
+        try:
+            for step in self.steps:
+                step._init_run(self)
+        except BaseException:
+            head._active_run = None  # type: ignore[attr-defined]
+            raise
+
+    # -------------------------------------------------------------------------------- bookkeeping
+    def add_closeable(self, obj: Any) -> None:
+        """Register an object with an async ``close()`` to close once at the end of the run."""
+        if obj is not None and id(obj) not in self._closeable_ids:
+            self._closeable_ids.add(id(obj))
+            self._closeables.append(obj)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background coroutine; its failure fails the flow."""
+        assert self.loop is not None
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.fail(exc if isinstance(exc, FlowError) else FlowError(f"background task failed: {exc!r}"))
+
+    def on_fail(self, waker: Any) -> None:
+        """Call ``waker()`` when the run fails (to wake a feed waiting for input)."""
+        self._wakers.append(waker)
+
+    def fail(self, error: BaseException, step: Flow | None = None, event: Event | None = None) -> None:
+        """Mark the flow failed (first error wins) and deliver the error to every pending result."""
+        if not isinstance(error, FlowError):
+            error = (step or self.head)._fail(error, event)
+        if self.error is not None:
+            if error is not self.error:
+                logger.error("storey: a further error after the flow failed: %r", error)
+            return
+        self.error = error
+        for res in list(self.pending):
+            res._settle(None, error)
+        for waker in self._wakers:
+            try:
+                waker()
+            except Exception:  # pragma: no cover - defensive
+                logger.exception("storey: waker failed")
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        for step in self.steps:
+            try:
+                await step._start()
+            except FlowError:
+                raise
+            except Exception as exc:
+                raise step._fail(exc, None) from exc
+
+    async def close(self) -> None:
+        """Close closeables once: Tables first (flushing unless the flow failed), then the rest."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        failed = self.error is not None
+        tables = [c for c in self._closeables if hasattr(c, "_close_after_run")]
+        others = [c for c in self._closeables if not hasattr(c, "_close_after_run")]
+        for t in tables:
+            try:
+                await t._close_after_run(discard=failed)
+            except Exception as exc:
+                if failed:
+                    logger.error("storey: error while closing %r after a failure: %r", t, exc)
+                else:
+                    self.fail(exc)
+        for c in others:
+            try:
+                r = c.close()
+                if isinstance(r, Awaitable):
+                    await r
+            except Exception as exc:
+                if failed:
+                    logger.error("storey: error while closing %r after a failure: %r", c, exc)
+                else:
+                    self.fail(exc)
+        self.head._active_run = None  # type: ignore[attr-defined]
+
+
+async def execute(run: Run, feed: AsyncIterator[list[Any]]) -> Any:
+    """Push the feed's batches through the graph, terminate, close; return the termination result.
+
+    A batch is a list of `Event`s; the `TERMINATE` sentinel inside a batch ends the feed.
+    """
+    head = run.head
+    result: Any = None
+    try:
+        await run.start()
+        terminated = False
+        async for batch in feed:
+            for ev in batch:
+                if run.error is not None:
+                    break
+                if ev is TERMINATE:
+                    terminated = True
+                    break
+                res = ev._result
+                if res is not None:
+                    res._holds += 1
+                try:
+                    r = head._do(ev)
+                    if r is not None:
+                        await r
+                except FlowError as err:
+                    run.fail(err)
+                except Exception as exc:
+                    run.fail(head._fail(exc, ev))
+                if res is not None:
+                    res._release()
+            if terminated or run.error is not None:
+                break
+        if run.error is None:
+            try:
+                result = await head._terminate_from(None)
+            except FlowError as err:
+                run.fail(err)
+            except Exception as exc:
+                run.fail(head._fail(exc, None))
+    except FlowError as err:
+        run.fail(err)
+    except BaseException as exc:
+        run.fail(FlowError(f"flow {head.name!r} failed: {exc!r}"))
+        if not isinstance(exc, Exception):
+            await run.close()
+            raise
+    await run.close()
+    for res in list(run.pending):
+        res._settle(None, run.error)
+    if run.error is not None:
+        raise run.error
+    return result
+
+
+class ThreadInbox:
+    """A bounded queue fed from user threads and drained in batches by the run loop."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            while len(self._items) >= self._maxsize and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return
+            self._items.append(item)
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_set_future, waiter)
+
+    def close(self) -> None:
+        """Stop accepting items and wake everyone (used when the flow failed)."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()
+            waiter = self._waiter
+            self._waiter = None
+        if waiter is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(_set_future, waiter)
+
+    async def batches(self, run: Run) -> AsyncIterator[list[Any]]:
+        self._loop = asyncio.get_running_loop()
+        run.on_fail(self.close)
+        while True:
+            with self._cond:
+                if self._items:
+                    batch = list(self._items)
+                    self._items.clear()
+                    self._cond.notify_all()
+                    fut = None
+                elif self._closed:
+                    return
+                else:
+                    batch = []
+                    fut = self._waiter = self._loop.create_future()
+            if fut is not None:
+                await fut
+                continue
+            yield batch
+            if run.error is not None:
+                return
+
+
+class AsyncInbox:
+    """A bounded queue fed by coroutines on the run's own loop, drained in batches."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Any] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def put(self, item: Any) -> None:
+        while len(self._items) >= self._maxsize and not self._closed:
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        if self._closed:
+            return
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        self._closed = True
+        self._items.clear()
+        for fut in (self._waiter, self._room):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def batches(self, run: Run) -> AsyncIterator[list[Any]]:
+        run.on_fail(self.close)
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._items:
+                batch = list(self._items)
+                self._items.clear()
+                if self._room is not None and not self._room.done():
+                    self._room.set_result(None)
+                yield batch
+                if run.error is not None:
+                    return
+            elif self._closed:
+                return
+            else:
+                self._waiter = loop.create_future()
+                await self._waiter

@@ -1,0 +1,51 @@
+"""Base classes of sources: the head of a flow (spec STEPS.md §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from storey.errors import MissingFieldError
+from storey.event import Event
+from storey.flow.controller import FlowAwaiter, iterate_batches
+from storey.flow.runtime import Run, execute
+from storey.flow.step import Flow
+
+__all__ = ["ReaderSource", "SourceStep"]
+
+
+class SourceStep(Flow):
+    """A step that produces events; it must be the head of its flow."""
+
+    _is_source = True
+
+    def _field(self, event: Event, field: Any, what: str) -> Any:
+        body = event.body
+        try:
+            return body[field]
+        except (KeyError, IndexError):
+            msg = f"step {self.name!r}: {what} {field!r} is missing in event {event.id!r}"
+            raise MissingFieldError(msg) from None
+        except TypeError:
+            msg = f"step {self.name!r}: {what} {field!r} needs a mapping body, got {type(body).__name__}"
+            raise TypeError(msg) from None
+
+
+class ReaderSource(SourceStep):
+    """Base of sources that read data (files, dataframes) and terminate by themselves.
+
+    Subclasses implement `_read_batches`, a generator of lists of `Event`s in arrival order.
+    """
+
+    def _read_batches(self) -> Iterator[list[Event]]:
+        raise NotImplementedError
+
+    def run(self) -> FlowAwaiter:
+        """Start reading in a background thread; returns a `FlowAwaiter`."""
+        run = Run(self)
+        return FlowAwaiter(lambda: execute(run, iterate_batches(run, self._read_batches())))
+
+    async def run_async(self) -> Any:
+        """Run the whole read inside the current event loop and return the termination result."""
+        run = Run(self)
+        return await execute(run, iterate_batches(run, self._read_batches()))

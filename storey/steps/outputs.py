@@ -1,0 +1,90 @@
+"""`Complete` and `Reduce` (spec STEPS.md §8.2)."""
+
+from __future__ import annotations
+
+import copy as _copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from storey.event import Event
+from storey.flow.step import Flow
+
+__all__ = ["Complete", "Reduce"]
+
+
+class Complete(Flow):
+    """Forward the event, wait for downstream, then settle its awaitable result with the body.
+
+    Events without a result slot pass through without effect.
+
+    Examples
+    --------
+    >>> from storey import build_flow, Source, Map, Complete
+    >>> c = build_flow([Source(), Map(str.upper), Complete()]).run()
+    >>> c.emit("hi").await_result()
+    'HI'
+    >>> c.terminate(wait=True)
+    """
+
+    def _do(self, event: Event) -> Awaitable[Any] | None:
+        r = self._forward(event)
+        if r is not None:
+            return self._settle_after(r, event)
+        self._settle(event)
+        return None
+
+    async def _settle_after(self, pending: Awaitable[Any], event: Event) -> None:
+        await pending
+        self._settle(event)
+
+    def _settle(self, event: Event) -> None:
+        res = event._result
+        if res is not None:
+            res._settle(_copy.copy(event) if self._full_event else event.body, None)
+
+
+class Reduce(Flow):
+    """Fold every element into an accumulator; the termination result is the accumulator. Terminal.
+
+    Each run starts from ``copy.deepcopy(initial_value)``; `fn` may be async.
+
+    Examples
+    --------
+    >>> from storey import build_flow, Source, Reduce
+    >>> c = build_flow([Source(), Reduce(0, lambda acc, x: acc + x)]).run()
+    >>> for i in range(10):
+    ...     _ = c.emit(i)
+    >>> c.terminate(wait=True)
+    45
+    """
+
+    _is_terminal = True
+
+    def __init__(self, initial_value: Any, fn: Callable[[Any, Any], Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not callable(fn):
+            msg = f"step {self.name!r}: expected a callable, got {type(fn).__name__}"
+            raise TypeError(msg)
+        self._initial_value = initial_value
+        self._fn = fn
+        self._acc: Any = None
+
+    def _init_run(self, run: Any) -> None:
+        super()._init_run(run)
+        self._acc = _copy.deepcopy(self._initial_value)
+
+    def _do(self, event: Event) -> Awaitable[Any] | None:
+        acc = self._fn(self._acc, self._element(event))
+        if hasattr(acc, "__await__"):
+            return self._resume(acc, event)
+        self._acc = acc
+        return None
+
+    async def _resume(self, pending: Awaitable[Any], event: Event) -> None:
+        try:
+            self._acc = await pending
+        except Exception as exc:
+            raise self._fail(exc, event) from exc
+
+    def _termination_result(self) -> Any:
+        return self._acc
