@@ -106,6 +106,9 @@ def to_ns(value: Any) -> int:
     2000000000
     """
     if isinstance(value, _dt.datetime):
+        if type(value).__name__ == "NaTType":
+            msg = "time is null (NaT)"
+            raise MissingFieldError(msg)
         pd_ts = _pandas_timestamp_ns(value)
         if pd_ts is not None:
             return pd_ts
@@ -144,9 +147,6 @@ def _pandas_timestamp_ns(value: _dt.datetime) -> int | None:
     pd = sys.modules.get("pandas")
     if pd is None or not isinstance(value, pd.Timestamp):
         return None
-    if value is pd.NaT:  # pragma: no cover - NaT is not a datetime instance
-        msg = "time is null (NaT)"
-        raise MissingFieldError(msg)
     # .value is the UTC instant for aware timestamps and the wall clock read as UTC for naive ones.
     return int(value.as_unit("ns").value)
 
@@ -182,6 +182,9 @@ def to_datetime(value: Any) -> _dt.datetime:
     if type(value) is _dt.datetime and value.tzinfo is UTC:
         return value
     if isinstance(value, _dt.datetime):
+        if type(value).__name__ == "NaTType":
+            msg = "time is null (NaT)"
+            raise MissingFieldError(msg)
         pd = sys.modules.get("pandas")
         if pd is not None and isinstance(value, pd.Timestamp):
             return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")

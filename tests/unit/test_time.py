@@ -1,0 +1,131 @@
+"""The one time-conversion helper and Event time normalisation (spec AGGREGATIONS.md §1, STEPS.md §1.1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storey import Event, MissingFieldError, to_ns, to_ns_array
+from storey._time import from_ns
+
+UTC = dt.timezone.utc
+
+
+def test_scalar_rules():
+    assert to_ns(1) == 1_000_000
+    assert to_ns(np.int32(2)) == 2_000_000
+    assert to_ns(1.5) == 1_500_000
+    assert to_ns(0.0000005) == 0  # round half even of 0.5 ns
+    assert to_ns(0.0000015) == 2
+    assert to_ns(dt.datetime(1970, 1, 1, 0, 0, 1)) == 1_000_000_000  # naive is UTC
+    assert to_ns(dt.datetime(1970, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == 0
+    assert to_ns(pd.Timestamp("1970-01-01T00:00:00.000000001")) == 1
+    assert to_ns(pd.Timestamp("1970-01-01T01:00:00.000000001+01:00")) == 1
+    assert to_ns(np.datetime64(3, "s")) == 3_000_000_000
+    assert to_ns("1970-01-01T00:00:00.123456789Z") == 123_456_789
+    assert to_ns("1970-01-01T02:00:00+02:00") == 0
+    assert to_ns(dt.date(1970, 1, 2)) == 86_400 * 10**9
+
+
+@pytest.mark.parametrize("bad", [True, object(), [1]])
+def test_type_errors(bad):
+    with pytest.raises(TypeError):
+        to_ns(bad)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "yesterday", 10**17, dt.datetime(2300, 1, 1)])
+def test_value_errors(bad):
+    with pytest.raises(ValueError):
+        to_ns(bad)
+
+
+@pytest.mark.parametrize("null", [None, pd.NaT, np.datetime64("NaT")])
+def test_nulls_are_missing(null):
+    with pytest.raises(MissingFieldError):
+        to_ns(null)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(2**62) // 10**6, (2**62) // 10**6), min_size=1, max_size=20))
+def test_vector_equals_scalar_for_ints(values):
+    assert to_ns_array(np.array(values, dtype=np.int64)).tolist() == [to_ns(v) for v in values]
+    assert to_ns_array(pa.array(values, pa.int64())).tolist() == [to_ns(v) for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e12, 1e12, allow_nan=False), min_size=1, max_size=20))
+def test_vector_equals_scalar_for_floats(values):
+    assert to_ns_array(np.array(values)).tolist() == [to_ns(v) for v in values]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(-(10**17), 10**17), min_size=1, max_size=10),
+    st.sampled_from(["s", "ms", "us", "ns"]),
+    st.sampled_from([None, "UTC", "Asia/Tokyo"]),
+)
+def test_arrow_timestamps_of_any_unit_and_zone(raw, unit, tz):
+    factor = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+    raw = [r // factor for r in raw]
+    arr = pa.array(raw, pa.timestamp(unit, tz))
+    assert to_ns_array(arr).tolist() == [r * factor for r in raw]
+    assert to_ns_array(arr).tolist() == [to_ns(np.datetime64(r, unit)) for r in raw]
+
+
+def test_arrow_errors_name_column_and_row():
+    with pytest.raises(MissingFieldError, match=r"column 'time', input a.parquet, row 1"):
+        to_ns_array(pa.array([1, None]), column="time", source="a.parquet")
+    with pytest.raises(ValueError, match="row 0"):
+        to_ns_array(pa.array([2**62], pa.timestamp("s")), column="t")
+    assert to_ns_array(pa.array([1], pa.date32())).tolist() == [86_400 * 10**9]
+
+
+def test_event_time_normalisation():
+    assert Event(1, time=0).time == dt.datetime(1970, 1, 1, tzinfo=UTC)
+    assert Event(1, time=dt.datetime(2020, 1, 1)).time == dt.datetime(2020, 1, 1, tzinfo=UTC)
+    ts = Event(1, time=pd.Timestamp("2020-01-01T00:00:00.000000005")).time
+    assert isinstance(ts, pd.Timestamp) and ts.value % 1000 == 5 and str(ts.tz) == "UTC"
+    assert Event(1, time="2020-01-01T01:00:00+01:00").time == dt.datetime(2020, 1, 1, tzinfo=UTC)
+    with pytest.raises(TypeError):
+        Event(1, time=True)
+    now = dt.datetime.now(UTC)
+    assert abs((Event(1).time - now).total_seconds()) < 5
+    assert Event(1, time=5).processing_time == Event(1, time=5).time
+
+
+def test_event_equality_copy_and_hash():
+    import copy
+
+    e = Event({"a": 1}, key="k", time=3)
+    c = copy.copy(e)
+    assert c == e and c.body is e.body and c.id == e.id
+    assert e != Event({"a": 1}, key="k", time=3)
+    assert e != "not an event"
+    with pytest.raises(TypeError):
+        hash(e)
+    assert "key='k'" in repr(e)
+
+
+def test_from_ns_round_trips_with_precision():
+    assert from_ns(1_000) == dt.datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+    assert to_ns(from_ns(1_234_567_891)) == 1_234_567_891
+
+
+def test_import_storey_is_light():
+    code = (
+        "import sys, storey, storey.dtypes, storey.flow, storey.steps, storey.sources\n"
+        "heavy = [m for m in ('pandas', 'pyarrow', 'aiohttp', 'fsspec', 'redis', 'v3io', 'numba', 'dask')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import storey pulled in {out.stdout.strip()}"
