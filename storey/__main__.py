@@ -1,0 +1,7 @@
+"""``python -m storey``: the `storey` console script."""
+
+import sys
+
+from storey.cli import main
+
+sys.exit(main())
