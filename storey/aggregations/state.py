@@ -1,0 +1,388 @@
+"""The per-key aggregation state machine of spec AGGREGATIONS.md §5, shared by both engines.
+
+`AggregatorPlan` compiles one `FieldAggregator` (plus the stored-schema overrides of §7.1) once per step;
+`plan.new_state()` gives a `KeyState` per key. A `KeyState` holds the high-water time ``H`` and a sparse map
+``tile index -> row`` (a list of every maintained kernel field, ``n`` first) of non-empty tiles.
+
+Per event of a key the caller does::
+
+    accepted = st.observe(t)                 # H = max(H, t); acceptance with the updated H (§5.2)
+    if accepted and filter_passes and not skipped:
+        st.add(value, t)                     # update the row of tile(t) in arrival order
+    if accepted:
+        st.evaluate(t, features)             # §5.3 as of t; otherwise the aggregator's features are absent
+
+Evaluation folds, per window, the non-empty tiles of the window range oldest → newest with the kernels'
+merge, the tile of τ last. The fold of the *closed* part (every tile of the range except tile(τ)) is cached
+per window; the cache is extended tile by tile while the oldest folded tile stays the same, and dropped when
+a late event lands in its range or its oldest tile leaves the window. It therefore performs exactly the
+merges of the uncached fold, in the same order (tests compare both bit for bit).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from storey.aggregations._fused import FusedFunctions, fuse
+from storey.aggregations.field import FieldAggregator
+from storey.aggregations.kernels import canonical_kernels, get_aggregation
+from storey.aggregations.windows import FixedWindowType, retention_bound, window_range
+
+__all__ = ["NO_TIME", "AggregatorPlan", "KeyState"]
+
+NO_TIME = -(2**63)
+"""``H`` of a key that has seen no event (below every valid instant, so the first event sets ``H = t``)."""
+
+
+class KeyState:
+    """The state of one aggregator for one key (create it with `AggregatorPlan.new_state`).
+
+    Attributes
+    ----------
+    H
+        The high-water event time in ns (`NO_TIME` before the first event).
+    M
+        ``tile(H)``.
+    keys
+        Indices of the non-empty tiles, ascending.
+    rows
+        Their rows, aligned with `keys`; a row is a list of the plan's `row_fields` (``n`` first).
+    tiles
+        ``{tile index: row}``, the same rows by index.
+    """
+
+    __slots__ = ("H", "M", "_accl", "_ck", "_cmax", "_last_k", "_last_row", "caches", "keys", "rows", "tiles")
+
+    # Set on the per-plan subclass built by AggregatorPlan.
+    plan: ClassVar[AggregatorPlan]
+    _P: ClassVar[int]
+    _N1: ClassVar[int]
+    _NRET: ClassVar[int]
+    _IW: ClassVar[tuple[tuple[int, int], ...]]
+    _NMAX: ClassVar[int]
+    _KIND: ClassVar[int]  # 0 sliding, 1 fixed current-open, 2 fixed last-closed
+    _EMPTY_ROW: ClassVar[tuple[Any, ...]]
+    _update_row: ClassVar[Any]
+    _first_acc: ClassVar[Any]
+    _extend: ClassVar[Any]
+    _emit: ClassVar[Any]
+    _emit_values: ClassVar[Any]
+
+    def __init__(self, H: int = NO_TIME) -> None:
+        self.H = H
+        self.M = H // self._P
+        self.tiles: dict[int, list[Any]] = {}
+        self.keys: list[int] = []
+        self.rows: list[list[Any]] = []
+        # per window: [lo, hi, first folded tile, last folded tile, acc] of the cached closed-part fold
+        self.caches: list[list[Any]] = [[None, None, None, None, None] for _ in self._IW]
+        self._ck: int | None = None  # the tile(τ) for which _accl (one acc per window) is valid
+        self._accl: list[Any] = []
+        self._cmax = NO_TIME  # no cached range reaches above this tile
+        self._last_k: int | None = None
+        self._last_row: list[Any] | None = None
+
+    # -- events ------------------------------------------------------------------------------------------
+
+    def observe(self, t: int) -> bool:
+        """Advance ``H`` to ``max(H, t)`` and return whether an event at `t` is accepted (§5.2 steps 1–2).
+
+        Call it for every event of the key, including filtered events and skipped values.
+        """
+        if t > self.H:
+            self.H = t
+            self.M = t // self._P
+        return t // self._P >= self.M - self._N1
+
+    def add(self, value: Any, t: int) -> None:
+        """Add an accepted value (float64, or anything for a count-only plan) to the row of ``tile(t)``."""
+        k = t // self._P
+        if k == self._last_k:
+            row = self._last_row
+        else:
+            row = self.tiles.get(k)
+            if row is None:
+                row = self._new_tile(k)
+            self._last_k = k
+            self._last_row = row
+        self._update_row(row, value, t)
+        if k <= self._cmax:
+            self._invalidate(k)
+
+    def update(self, value: Any, t: int) -> bool:
+        """`observe` then, if accepted, `add`; returns whether the event was accepted."""
+        if self.observe(t):
+            self.add(value, t)
+            return True
+        return False
+
+    def _new_tile(self, k: int) -> list[Any]:
+        row = list(self._EMPTY_ROW)
+        keys = self.keys
+        if not keys or k > keys[-1]:
+            keys.append(k)
+            self.rows.append(row)
+            bound = self.M - self._NRET
+            if keys[0] < bound:  # retention (§5.2): drop tiles no evaluation can reach
+                cut = bisect_left(keys, bound)
+                tiles = self.tiles
+                for old in keys[:cut]:
+                    del tiles[old]
+                del keys[:cut]
+                del self.rows[:cut]
+        else:
+            j = bisect_left(keys, k)
+            keys.insert(j, k)
+            self.rows.insert(j, row)
+        self.tiles[k] = row
+        return row
+
+    def _invalidate(self, k: int) -> None:
+        for c in self.caches:
+            if c[0] is not None and c[0] <= k <= c[1]:
+                c[0] = c[1] = c[2] = c[3] = c[4] = None
+                self._ck = None
+
+    # -- evaluation --------------------------------------------------------------------------------------
+
+    def evaluate(self, tau: int, out: dict[str, Any]) -> bool:
+        """Write the features as of `tau` into `out` (feature order); return ``False`` (writing nothing)
+        when they are absent because ``tile(τ) < M − N + 1`` (§5.3)."""
+        k = tau // self._P
+        if k < self.M - self._N1:
+            return False
+        cur = None if self._KIND == 2 else (self._last_row if k == self._last_k else self.tiles.get(k))
+        self._emit(self._accl if k == self._ck else self._accs(k), cur, out)
+        return True
+
+    def values(self, tau: int) -> tuple[Any, ...] | None:
+        """The features as of `tau` as a tuple in feature order, or ``None`` when absent."""
+        k = tau // self._P
+        if k < self.M - self._N1:
+            return None
+        cur = None if self._KIND == 2 else (self._last_row if k == self._last_k else self.tiles.get(k))
+        return self._emit_values(self._accl if k == self._ck else self._accs(k), cur)
+
+    def evaluate_uncached(self, tau: int, out: dict[str, Any]) -> bool:
+        """`evaluate` without the cache: each window folded from its oldest tile (the reference path)."""
+        k = tau // self._P
+        if k < self.M - self._N1:
+            return False
+        accs = []
+        for _, nw in self._IW:
+            lo, hi = self._closed_range(k, nw)
+            j0 = bisect_left(self.keys, lo)
+            j1 = bisect_right(self.keys, hi)
+            accs.append(
+                self._extend(self._first_acc(self.rows[j0]), self.rows, j0 + 1, j1) if j0 < j1 else None
+            )
+        cur = None if self._KIND == 2 else self.tiles.get(k)
+        self._emit(accs, cur, out)
+        return True
+
+    def has_data(self, tau: int) -> bool:
+        """Whether the largest window as of `tau` holds any value (features present and some ``n > 0``)."""
+        k = tau // self._P
+        if k < self.M - self._N1:
+            return False
+        lo, hi = self._closed_range(k, self._NMAX)
+        if self._KIND != 2:
+            hi = k
+        j = bisect_left(self.keys, lo)
+        return j < len(self.keys) and self.keys[j] <= hi
+
+    def _closed_range(self, k: int, nw: int) -> tuple[int, int]:
+        """The window's tiles other than tile(τ) (all of them for a last-closed window)."""
+        if self._KIND == 0:
+            return k - nw + 1, k - 1
+        start = (k // nw) * nw
+        if self._KIND == 1:
+            return start, k - 1
+        return start - nw, start - 1
+
+    def _accs(self, k: int) -> list[Any]:
+        """The closed-part fold of every window as of tile `k` (slow path: some window moved)."""
+        accs = []
+        kind = self._KIND
+        for i, nw in self._IW:
+            if kind == 0:
+                lo = k - nw + 1
+                hi = k - 1
+            elif kind == 1:
+                lo = (k // nw) * nw
+                hi = k - 1
+            else:
+                hi = (k // nw) * nw - 1
+                lo = hi - nw + 1
+            c = self.caches[i]
+            accs.append(c[4] if (c[0] == lo and c[1] == hi) else self._closed(c, lo, hi))
+        self._ck = k
+        self._accl = accs
+        return accs
+
+    def _closed(self, c: list[Any], lo: int, hi: int) -> Any:
+        """Fold of the non-empty tiles in ``[lo, hi]``, continuing cache entry `c` when it is a prefix."""
+        keys = self.keys
+        j0 = bisect_left(keys, lo)
+        j1 = bisect_right(keys, hi, j0)
+        if hi > self._cmax:
+            self._cmax = hi
+        if j0 == j1:
+            c[:] = (lo, hi, None, None, None)
+            return None
+        first = keys[j0]
+        last = keys[j1 - 1]
+        acc = c[4]
+        if acc is not None and c[2] == first and c[3] <= last:
+            if c[3] != last:  # same oldest tile: continue the left fold with the newer tiles
+                acc = self._extend(acc, self.rows, bisect_right(keys, c[3], j0, j1), j1)
+        else:
+            acc = self._extend(self._first_acc(self.rows[j0]), self.rows, j0 + 1, j1)
+        c[:] = (lo, hi, first, last, acc)
+        return acc
+
+    # -- inspection --------------------------------------------------------------------------------------
+
+    @property
+    def retention_bound(self) -> int:
+        """The oldest tile that must be kept (and persisted): ``M − 2N + 2`` (fixed: ``M − 3N + 2``)."""
+        return self.M - self._NRET
+
+    def retained(self) -> tuple[list[int], list[list[Any]]]:
+        """Tile indices at or above the retention bound (ascending) and their rows (what a blob stores)."""
+        start = bisect_left(self.keys, self.M - self._NRET)
+        return self.keys[start:], self.rows[start:]
+
+    def summary(self, k: int) -> dict[str, Any]:
+        """The fields of tile `k` as a dict (the empty summary when the tile holds no value)."""
+        row = self.tiles.get(k, self._EMPTY_ROW)
+        return dict(zip(self.plan.row_fields, row, strict=False))
+
+    def __repr__(self) -> str:
+        return f"<KeyState {self.plan.name!r} H={self.H} tiles={len(self.keys)}>"
+
+
+class AggregatorPlan:
+    """One aggregator compiled for a step: tile grid, maintained kernels, emitted features, fused code.
+
+    Parameters
+    ----------
+    aggregator
+        The `FieldAggregator`; its windows, aggregations and `max_value` are used (not `field` or
+        `aggr_filter`, which are the caller's job).
+    kernels
+        Extra kernels to maintain (the stored schema's list, §7.1); the aggregator's own kernels are always
+        maintained. The union is kept in canonical order.
+    n_slots
+        `N` used for acceptance, absence and retention: the stored largest window in tiles (§7.1). Default
+        and minimum: the aggregator's own largest window.
+    fixed_window_type
+        For fixed windows: which window evaluations read (`QueryByKey` may ask for `LastClosedWindow`).
+
+    Examples
+    --------
+    >>> from storey.aggregations.field import FieldAggregator
+    >>> from storey.aggregations.windows import SlidingWindows
+    >>> plan = AggregatorPlan(FieldAggregator("s", "x", ["sum", "count"], SlidingWindows(["1h"], "10m")))
+    >>> st = plan.new_state()
+    >>> h = 3_600_000_000_000
+    >>> m = h // 60
+    >>> for v, t in [(1.0, 21 * h), (2.0, 21 * h + 30 * m), (4.0, 21 * h + 10 * m), (8.0, 21 * h + 35 * m)]:
+    ...     _ = st.update(v, t)
+    >>> out = {}
+    >>> st.evaluate(21 * h + 35 * m, out), out
+    (True, {'s_sum_1h': 15.0, 's_count_1h': 4})
+    """
+
+    def __init__(
+        self,
+        aggregator: FieldAggregator,
+        *,
+        kernels: Sequence[str] | None = None,
+        n_slots: int | None = None,
+        fixed_window_type: FixedWindowType = FixedWindowType.CurrentOpenWindow,
+    ) -> None:
+        windows = aggregator.windows
+        self.aggregator = aggregator
+        self.name = aggregator.name
+        self.windows = windows
+        self.window_type = windows.window_type
+        self.period_ns = windows.period_ns
+        self.fixed_window_type = fixed_window_type
+        self.n_slots = windows.n_tiles if n_slots is None else int(n_slots)
+        if self.n_slots < windows.n_tiles:
+            msg = (
+                f"aggregator {self.name!r}: n_slots {self.n_slots} is smaller than the largest window "
+                f"({windows.n_tiles} tiles)"
+            )
+            raise ValueError(msg)
+        self.kernels = canonical_kernels(list(aggregator.kernels) + list(kernels or ()))
+        self.aggregations = aggregator.aggregations
+        self.feature_names = aggregator.feature_names
+        self.max_value = aggregator.max_value
+        self.cap = None if self.max_value is None else float(self.max_value)
+        count_cap = self.max_value if "count" in self.aggregations else None
+        features = [[f"{self.name}_{a}_{w}" for w in windows.windows] for a in self.aggregations]
+        self.fused: FusedFunctions = fuse(
+            self.kernels, self.aggregations, features, self.cap, count_cap, len(windows.windows), self.name
+        )
+        self.row_fields = self.fused.row_fields
+        fixed = self.window_type == "fixed"
+        kind = 0 if not fixed else (2 if fixed_window_type is FixedWindowType.LastClosedWindow else 1)
+        self.state_class: type[KeyState] = type(
+            f"KeyState_{self.name}",
+            (KeyState,),
+            {
+                "__slots__": (),
+                "plan": self,
+                "_P": self.period_ns,
+                "_N1": self.n_slots - 1,
+                "_NRET": (3 if fixed else 2) * self.n_slots - 2,
+                "_IW": tuple(enumerate(windows.tiles_per_window)),
+                "_NMAX": windows.n_tiles,
+                "_KIND": kind,
+                "_EMPTY_ROW": self.fused.empty_row,
+                "_update_row": staticmethod(self.fused.update_row),
+                "_first_acc": staticmethod(self.fused.first_acc),
+                "_extend": staticmethod(self.fused.extend),
+                "_emit": staticmethod(self.fused.emit),
+                "_emit_values": staticmethod(self.fused.emit_values),
+            },
+        )
+
+    def new_state(self, H: int = NO_TIME) -> KeyState:
+        """A fresh, empty per-key state (``H`` = `NO_TIME` unless given)."""
+        return self.state_class(H)
+
+    def state_from_tiles(self, H: int, keys: Sequence[int], rows: Sequence[Sequence[Any]]) -> KeyState:
+        """A state holding the given non-empty tiles (ascending `keys`; rows in `row_fields` order)."""
+        st = self.state_class(H)
+        st.keys = [int(k) for k in keys]
+        st.rows = [list(r) for r in rows]
+        st.tiles = dict(zip(st.keys, st.rows, strict=False))
+        return st
+
+    def empty_features(self, out: dict[str, Any]) -> None:
+        """Write the empty results of §3.2 (a key with no state) into `out`."""
+        self.new_state().evaluate(0, out)
+
+    def window_range(self, k: int, i: int) -> tuple[int, int]:
+        """Inclusive tile range of window `i` as of a time in tile `k` (§2.3/§2.4)."""
+        return window_range(self.window_type, k, self.windows.tiles_per_window[i], self.fixed_window_type)
+
+    def retention_bound(self, m: int) -> int:
+        """The oldest tile that must be kept when ``tile(H) = m``."""
+        return retention_bound(m, self.n_slots, self.window_type == "fixed")
+
+    @property
+    def emitted_kernels(self) -> tuple[str, ...]:
+        """Kernels the emitted aggregations read (a subset of `kernels`)."""
+        return canonical_kernels(k for a in self.aggregations for k in get_aggregation(a).kernels)
+
+    def __repr__(self) -> str:
+        return (
+            f"<AggregatorPlan {self.name!r} {self.window_type} P={self.period_ns} N={self.n_slots} "
+            f"kernels={self.kernels}>"
+        )
