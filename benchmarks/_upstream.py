@@ -216,24 +216,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="recreate the venv")
     parser.add_argument("--measure", action="store_true", help="run the upstream measurements")
-    parser.add_argument("-n", type=int, default=20_000, help="events for the emit/aggregate paths")
-    parser.add_argument("--rows", type=int, default=200_000, help="rows for the read paths")
+    parser.add_argument("-n", type=int, default=50_000, help="events for the emit/aggregate paths")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the read paths")
     ns = parser.parse_args(argv)
     info = ensure_upstream_venv(force=ns.force, verbose=True)
     print(json.dumps(info, indent=2))
     if ns.measure:
-        from benchmarks._data import write_events
+        print(json.dumps(measure_all(n_events=ns.n, n_rows=ns.rows), indent=2))
 
-        with tempfile.TemporaryDirectory(prefix="storey-bench-") as tmp:
-            paths = write_events(Path(tmp), ns.rows, formats=("parquet", "csv"))
-            results = {
-                "flow_emit": upstream_flow_emit(ns.n),
-                "read_csv": upstream_read_csv(paths["csv"]),
-                "read_parquet": upstream_read_parquet(paths["parquet"]),
-                "aggregate_emit": upstream_aggregate(paths["parquet"], ns.n),
-                "aggregate_source": upstream_aggregate(paths["parquet"], ns.n, feed="source"),
-            }
-        print(json.dumps(results, indent=2))
+
+def measure_all(*, n_events: int = 50_000, n_rows: int = 1_000_000) -> dict[str, dict[str, Any]]:
+    """Every upstream measurement: emit path and README aggregation over ``n_events``, read paths over
+    ``n_rows`` rows of the cached workload files (``_data.events_path``)."""
+    from benchmarks._data import events_path
+
+    parquet, csv = events_path(n_rows, "parquet"), events_path(n_rows, "csv")
+    return {
+        "flow_emit": upstream_flow_emit(n_events),
+        "read_csv": upstream_read_csv(csv),
+        "read_parquet": upstream_read_parquet(parquet),
+        "aggregate_emit": upstream_aggregate(parquet, n_events),
+        "aggregate_source": upstream_aggregate(parquet, n_events, feed="source"),
+    }
 
 
 if __name__ == "__main__":
