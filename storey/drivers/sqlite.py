@@ -187,7 +187,7 @@ class SQLiteDriver(Driver):
         try:
             await runner.stop()  # type: ignore[union-attr]
         except sqlite3.Error as exc:
-            msg = f"{self._where('*')}: close failed: {exc!r}"
+            msg = f"{self!r}: close failed: {exc!r}"
             raise SQLiteError(msg) from exc
 
     # -- internals ------------------------------------------------------------------------------------------
@@ -309,17 +309,18 @@ class _Thread:
         return future
 
     async def stop(self) -> None:
-        """Close the connection in the thread, then end the thread; raises a close error."""
-        try:
-            await self.run(lambda conn: self._opener.close())
-        finally:
-            self._queue.put(_STOP)
+        """Close the connection in the thread and end the thread; raises a close error."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((_STOP, future, loop))
+        await future
 
     def stop_nowait(self) -> None:
-        self._queue.put(_STOP)
+        self._queue.put((_STOP, None, None))
 
     def _main(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             batch = [self._queue.get()]
             while True:
                 try:
@@ -329,28 +330,22 @@ class _Thread:
             done: dict[
                 asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             ] = {}
-            stop = False
-            for item in batch:
-                if item is _STOP:
-                    stop = True
-                    continue
-                op, future, loop = item
+            for op, future, loop in batch:
                 try:
-                    result, error = op(self._opener.get()), None
+                    if op is _STOP:
+                        stop = True
+                        result, error = self._opener.close(), None
+                    else:
+                        result, error = op(self._opener.get()), None
                 except Exception as exc:
                     result, error = None, exc
-                done.setdefault(loop, []).append((future, result, error))
+                if future is not None:
+                    done.setdefault(loop, []).append((future, result, error))
             for loop, settled in done.items():
                 try:
                     loop.call_soon_threadsafe(_settle, settled)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more
                     pass
-            if stop:
-                try:
-                    self._opener.close()
-                except sqlite3.Error:
-                    pass
-                return
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
