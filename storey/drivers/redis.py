@@ -53,10 +53,12 @@ _TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN")
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Connection refused/reset/lost, timeouts, ``LOADING`` and ``BUSY`` replies."""
-    if isinstance(exc, OSError | asyncio.TimeoutError):
+    """Connection refused/reset/lost, timeouts, ``LOADING`` and ``BUSY`` replies (not bad credentials)."""
+    if isinstance(exc, OSError):  # includes TimeoutError and ConnectionResetError
         return True
     exceptions = require("redis.exceptions")
+    if isinstance(exc, exceptions.AuthenticationError | exceptions.AuthorizationError):
+        return False  # ConnectionError subclasses in redis-py, but retrying cannot fix credentials
     if isinstance(exc, exceptions.ConnectionError | exceptions.TimeoutError):  # incl. BusyLoadingError
         return True
     if isinstance(exc, exceptions.ResponseError):
