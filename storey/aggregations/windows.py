@@ -293,5 +293,21 @@ class FixedWindows(Windows):
         self.period_ns = math.gcd(*self.windows_ns)
         self._finish(where)
 
+    @classmethod
+    def from_period_ns(cls, windows: Sequence[str], period_ns: int) -> FixedWindows:
+        """Build over a given tile length (a stored schema's period, §7.1/§7.4); every window must be a
+        multiple of it."""
+        self = cls.__new__(cls)
+        where = "FixedWindows"
+        self.windows, self.windows_ns = _parse_windows(windows, where)
+        self.period = None
+        self.period_ns = int(period_ns)
+        for w, w_ns in zip(self.windows, self.windows_ns, strict=True):
+            if w_ns % self.period_ns:
+                msg = f"{where}: window {w!r} is not a multiple of period {format_duration(self.period_ns)!r}"
+                raise ValueError(msg)
+        self._finish(where)
+        return self
+
     def __repr__(self) -> str:
         return f"FixedWindows({list(self.windows)!r})"

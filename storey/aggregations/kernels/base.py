@@ -32,6 +32,7 @@ _DTYPES = {"i8": np.int64, "f8": np.float64}
 
 
 def _numba_enabled() -> bool:
+    """Whether compiled paths may be used (numba importable and ``STOREY_DISABLE_NUMBA`` unset)."""
     if os.environ.get("STOREY_DISABLE_NUMBA"):
         return False
     try:
@@ -57,6 +58,9 @@ class Kernel:
         overrides `update` and `merge` itself.
     cap_fields
         Fields capped with ``x = cap if x > cap else x`` after every update when `max_value` is set.
+    order_free
+        ``merge(fold(A), fold(B))`` equals ``fold(A + B)`` bit for bit (selection and integer kernels);
+        `storey.aggregations.checks` verifies it.
     """
 
     name: ClassVar[str]
@@ -65,6 +69,7 @@ class Kernel:
     update_code: ClassVar[str | None] = None
     merge_code: ClassVar[str | None] = None
     cap_fields: ClassVar[tuple[str, ...]] = ()
+    order_free: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

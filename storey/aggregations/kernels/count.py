@@ -27,6 +27,7 @@ class Count(Kernel):
     empty = (0,)
     update_code = "n = n + 1"
     merge_code = "n = a_n + b_n"
+    order_free = True
 
     def _update_many_fast(
         self, st: tuple, n: int, values: np.ndarray, times_ns: np.ndarray, cap: float | None, prefixes: bool

@@ -26,6 +26,7 @@ class Min(Kernel):
     update_code = "mn = v if v < mn else mn"
     merge_code = "mn = b_mn if b_mn < a_mn else a_mn"
     cap_fields = ("mn",)
+    order_free = True
 
 
 @register_kernel
@@ -44,3 +45,4 @@ class Max(Kernel):
     update_code = "mx = v if v > mx else mx"
     merge_code = "mx = b_mx if b_mx > a_mx else a_mx"
     cap_fields = ("mx",)
+    order_free = True

@@ -39,6 +39,7 @@ class First(Kernel):
             fv = b_fv
     """
     cap_fields = ("fv",)
+    order_free = True
 
 
 @register_kernel
@@ -70,3 +71,4 @@ class Last(Kernel):
             lv = a_lv
     """
     cap_fields = ("lv",)
+    order_free = True

@@ -36,6 +36,7 @@ class Sqr(Kernel):
     ) -> Any:
         if cap is not None or len(values) == 0:
             return None
-        running = sequential_cumsum(st[0], values * values)  # element-wise: each square rounds once
+        with np.errstate(over="ignore", invalid="ignore"):
+            running = sequential_cumsum(st[0], values * values)  # element-wise: each square rounds once
         state = (float(running[-1]),)
         return (state, (running,)) if prefixes else state

@@ -42,6 +42,7 @@ class Sum(Kernel):
     ) -> Any:
         if cap is not None or len(values) == 0:
             return None
-        running = sequential_cumsum(st[0], values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            running = sequential_cumsum(st[0], values)
         state = (float(running[-1]),)
         return (state, (running,)) if prefixes else state
