@@ -32,8 +32,10 @@ lazily if the Table is used again). ``await close(discard=True)`` is the runtime
 process reloads the persisted prefix instead of counting the failed events twice), then the driver is
 closed. Errors on that path are logged, not raised.
 
-With ``flush_interval_secs`` set, the runtime calls `start_background_flush` when the flow starts and
-`close` (which stops it) at the end; dirty keys are then also flushed every so many seconds.
+With ``flush_interval_secs`` set, dirty keys are also flushed every so many seconds: the periodic flush
+starts when a key first becomes dirty inside a running event loop (or when the runtime calls
+`start_background_flush`, which can also pass an ``on_error`` callback to fail the flow) and stops at
+`close`. The runtime closes Tables through ``_close_after_run(discard=...)``.
 
 Aggregation hooks
 -----------------
@@ -371,6 +373,10 @@ class Table:
         finally:
             await self.storage.close()
 
+    async def _close_after_run(self, discard: bool = False) -> None:
+        """The runtime's end-of-run hook (`storey.flow.runtime`): `close`, discarding after a failure."""
+        await self.close(discard=discard)
+
     def start_background_flush(
         self,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -517,6 +523,16 @@ class Table:
             entry.last_event_dirty = False
             return
         self._dirty[ck] = None
+        if self.flush_interval_secs is not None and self._background is None:
+            self._auto_start_background_flush()
+
+    def _auto_start_background_flush(self) -> None:
+        """The first dirty key inside a running loop starts the periodic flush."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # used outside a loop: `flush`/`close` will write
+            return
+        self.start_background_flush()
 
     def _check_attrs(self, attrs: Mapping[str, Any]) -> None:
         if not isinstance(attrs, Mapping):

@@ -490,6 +490,30 @@ async def test_background_flush_reports_failures() -> None:
     assert await spy.inner.load_key("t", "k") == {"a": 1}
 
 
+async def test_background_flush_starts_by_itself_inside_a_loop() -> None:
+    spy = Spy()
+    table = Table("t", spy, flush_interval_secs=0.01)
+    assert table._background is None
+    table.update_key("k", {"a": 1})  # the first dirty key starts it
+    assert table._background is not None
+    for _ in range(100):
+        if not table.dirty_keys():
+            break
+        await asyncio.sleep(0.01)
+    assert await spy.inner.load_key("t", "k") == {"a": 1}
+    await table._close_after_run(discard=False)  # the runtime's hook
+    assert table._background is None
+    assert spy.calls[-1] == ("close", None)
+
+
+def test_background_flush_needs_a_loop_to_start_by_itself() -> None:
+    table = Table("t", NoopDriver(), flush_interval_secs=0.01)
+    table.update_key("k", {"a": 1})
+    assert table._background is None
+    asyncio.run(table.close())
+    assert table.dirty_keys() == []
+
+
 async def test_without_interval_there_is_no_background_flush() -> None:
     table = Table("t", NoopDriver())
     table.start_background_flush()
