@@ -86,6 +86,7 @@ _VERIFIER_HEADER = "X-v3io-transaction-verifier"
 _ARRAY_HEADER = (11223344).to_bytes(4, "little") + (1).to_bytes(4, "little")
 _MAX_STRING = 61199
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ESCAPED_NAME = "_storey_x_"
 _RESERVED = frozenset(
     "and or not in true false set remove inf nan if_else if_not_exists exists init_array min max pmin pmax "
     "psum blob length starts ends contains delete".split()
@@ -387,10 +388,7 @@ class V3ioDriver(Driver):
         """Every item of the table as ``(key, attributes)``, optionally filtered by a V3IO expression."""
         container, path = _split(table_path)
         where = self._where(table_path)
-        names = (
-            ["*"] if attributes == "*" else [attributes] if isinstance(attributes, str) else list(attributes)
-        )
-        names = [*names, "__name"]
+        names = [*_stored_names(attributes, where), "__name"]
         out: list[tuple[str, dict[str, Any]]] = []
         marker: str | None = None
         while True:
@@ -572,6 +570,13 @@ def _split(table_path: str) -> tuple[str, str]:
     return parts[0], "/".join(parts[1:])
 
 
+def _stored_names(attributes: Attributes, where: str) -> list[str]:
+    if attributes == "*":
+        return ["*"]
+    names = [attributes] if isinstance(attributes, str) else list(attributes)
+    return [stored_name(n, where) for n in names]
+
+
 def _join(path: str, name: str) -> str:
     return f"{path}/{name}"
 
@@ -623,19 +628,39 @@ def _json_body(response: Any, where: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ encoding
-def _quote_name(name: Any, where: str) -> str:
+def stored_name(name: Any, where: str) -> str:
+    """The V3IO attribute name under which attribute ``name`` is stored.
+
+    Identifiers are stored as they are. Any other name (and one starting with ``__``, which V3IO reserves
+    for system attributes, or with the escape prefix itself) is stored as ``_storey_x_<utf-8 hex>``; the
+    ``_storey_`` prefix is reserved, so this never collides with a user attribute.
+
+    Examples
+    --------
+    >>> stored_name("amount", "t"), stored_name("a b", "t"), attribute_name("_storey_x_612062")
+    ('amount', '_storey_x_612062', 'a b')
+    """
     if not isinstance(name, str) or not name:
         msg = f"{where}: attribute names must be non-empty str, got {name!r}"
         raise V3ioError(msg)
-    if name.startswith("__"):
-        msg = f"{where}: cannot store attribute {name!r}: names starting with '__' are V3IO system attributes"
-        raise V3ioError(msg)
-    if _NAME.match(name) and name.lower() not in _RESERVED:
+    if _NAME.match(name) and not name.startswith(("__", _ESCAPED_NAME)):
         return name
-    if "`" in name:
-        msg = f"{where}: cannot store attribute {name!r}: V3IO attribute names cannot contain '`'"
-        raise V3ioError(msg)
-    return f"`{name}`"
+    return _ESCAPED_NAME + name.encode("utf-8", "surrogatepass").hex()
+
+
+def attribute_name(stored: str) -> str:
+    """The attribute name of a stored V3IO attribute name (the inverse of `stored_name`)."""
+    if stored.startswith(_ESCAPED_NAME):
+        try:
+            return bytes.fromhex(stored[len(_ESCAPED_NAME) :]).decode("utf-8", "surrogatepass")
+        except ValueError:
+            return stored
+    return stored
+
+
+def _expression_name(stored: str) -> str:
+    """A stored name as it appears in an expression (reserved words in backticks)."""
+    return f"`{stored}`" if stored.lower() in _RESERVED else stored
 
 
 def _typed_blob(tagged: bytes) -> str:
@@ -706,7 +731,7 @@ def value_literal(value: Any, *, name: str, where: str) -> str:
 def update_expression(attributes: Mapping[str, Any], *, where: str) -> str:
     """The ``SET`` update expression that writes exactly ``attributes`` (every value checked first)."""
     return "; ".join(
-        f"SET {_quote_name(name, where)}={value_literal(value, name=name, where=where)}"
+        f"SET {_expression_name(stored_name(name, where))}={value_literal(value, name=name, where=where)}"
         for name, value in attributes.items()
     )
 
@@ -721,6 +746,7 @@ def _decode_item(typed: Any, where: str) -> dict[str, Any]:
             msg = f"{where}: malformed attribute {name!r} in the answer: {typed_value!r}"
             raise V3ioError(msg)
         ((kind, raw),) = typed_value.items()
+        name = attribute_name(name)
         try:
             out[name] = _decode_attribute(kind, raw, name, where)
         except (ValueError, TypeError) as exc:
