@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from storey.testing.fixtures import v3io_emulator, v3io_emulator_thread, v3io_url  # noqa: F401
+
 # -- services: common ---------------------------------------------------------------------------------------
 
 
@@ -173,15 +175,26 @@ def _build_redis(request: pytest.FixtureRequest, tmp: Path, namespace: str, kwar
     return RedisDriver(server.url, key_prefix=f"{namespace}:", **kwargs)
 
 
+def _build_v3io(request: pytest.FixtureRequest, tmp: Path, namespace: str, kwargs: dict[str, Any]) -> Any:
+    from storey.drivers.v3io import V3ioDriver
+
+    emulator = request.getfixturevalue("v3io_emulator_thread")  # storey.testing.fixtures
+    return V3ioDriver(emulator.url, access_key="storey-test", **kwargs)
+
+
 _DRIVER_BUILDERS: dict[str, Callable[[pytest.FixtureRequest, Path, str, dict[str, Any]], Any]] = {
     "noop": _build_noop,
     "sqlite-memory": _build_sqlite_memory,
     "sqlite-file": _build_sqlite_file,
     "redis": _build_redis,
+    "v3io": _build_v3io,
 }
-_DRIVER_MARKS: dict[str, list[pytest.MarkDecorator]] = {"redis": [pytest.mark.redis]}
-_PERSISTENT = {"sqlite-file", "redis"}  # a new driver object sees the data of an earlier one
-_TABLE_PATH_FORMATS: dict[str, str] = {}  # e.g. {"v3io": "/bigdata/{}"}
+_DRIVER_MARKS: dict[str, list[pytest.MarkDecorator]] = {
+    "redis": [pytest.mark.redis],
+    "v3io": [pytest.mark.v3io],
+}
+_PERSISTENT = {"sqlite-file", "redis", "v3io"}  # a new driver object sees the data of an earlier one
+_TABLE_PATH_FORMATS: dict[str, str] = {"v3io": "/bigdata/{}"}
 
 
 class DriverFactory:
