@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,14 +75,16 @@ class RedisServer:
                 "--appendonly",
                 "no",
             ]
+            log = Path(tempfile.gettempdir()) / f"storey-redis-{self.port}.log"
+            args += ["--logfile", str(log)]
             self.proc = subprocess.Popen(
-                [*args, *self.extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                [*args, *self.extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
             )
             if self._wait_ready(10.0):
                 return self
             self.stop()
             self.port = free_port()  # somebody took the port: try another one
-        msg = f"redis-server did not start on 127.0.0.1 (last port {self.port})"
+        msg = f"redis-server did not start on 127.0.0.1 (see its log {log})"
         raise RuntimeError(msg)
 
     def stop(self) -> None:
