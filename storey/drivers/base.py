@@ -22,7 +22,7 @@ Rules every driver follows (the contract tests in ``tests/unit/drivers`` check t
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from storey.errors import StoreyError
@@ -107,16 +107,3 @@ class Driver(abc.ABC):
         if key is None:
             return f"{name}: table {table_path!r}"
         return f"{name}: table {table_path!r}, key {key!r}"
-
-
-def select_attributes(record: Mapping[str, Any], attributes: Attributes) -> dict[str, Any]:
-    """The requested attributes of a loaded record (shared by drivers that load whole records)."""
-    if attributes == "*":
-        return dict(record)
-    return {name: record[name] for name in _names(attributes) if name in record}
-
-
-def _names(attributes: Iterable[str]) -> list[str]:
-    if isinstance(attributes, str):
-        return [attributes]
-    return list(attributes)
