@@ -20,8 +20,11 @@ aggregation state and its last applied event, so the three are stored atomically
 taken from the cache when the write is *submitted* (a write waits for the previous write of the same key
 to finish first), so writes of one key are applied in order and consecutive pending writes coalesce: a
 write that finds nothing dirty any more returns once the earlier write that took its data has finished.
-A failed write puts its attributes back into the dirty set, so a later `flush` retries them. `flush` writes
-all dirty keys in batches (`Driver.save_keys`). Attributes are never deleted from storage.
+The state written is the live state at submission, so it may already include events applied after
+the one whose write triggered it; the last event id/time written with it is always the latest event
+applied to that state, so every stored record is a consistent prefix of the key's events (AGGREGATIONS.md
+§7.3). A failed write puts its attributes back into the dirty set, so a later `flush` retries them.
+`flush` writes all dirty keys in batches (`Driver.save_keys`). Attributes are never deleted from storage.
 
 Closing
 -------
@@ -70,7 +73,15 @@ import numpy as np
 from storey.drivers.base import Driver
 from storey.errors import StoreyError
 
-__all__ = ["LAST_EVENT_ID", "LAST_EVENT_TIME_NS", "STATE_PREFIX", "EncodableState", "Table", "encode_key"]
+__all__ = [
+    "LAST_EVENT_ID",
+    "LAST_EVENT_TIME_NS",
+    "STATE_PREFIX",
+    "EncodableState",
+    "Table",
+    "encode_key",
+    "state_attribute",
+]
 
 logger = logging.getLogger("storey.table")
 
