@@ -175,14 +175,14 @@ class _Entry:
 
     def __init__(self) -> None:
         self.attrs: dict[str, Any] = {}  # static attributes as this process sees them
-        self.dirty_attrs: set[str] = set()
+        self.dirty_attrs: dict[str, None] = {}  # ordered sets: records are written in a stable order
         self.record: dict[str, Any] | None = (
             None  # the stored record as last loaded/written; None: never loaded
         )
         self.replaced = False  # table[key] = ... before the first load: stored static attributes are hidden
         self.loading: asyncio.Task[None] | None = None
         self.states: dict[str, Any] = {}
-        self.dirty_states: set[str] = set()
+        self.dirty_states: dict[str, None] = {}
         self.last_event: tuple[Any, int | None] | None = None
         self.last_event_dirty = False
         self.tail: asyncio.Task[None] | None = None  # the latest write of this key
@@ -276,7 +276,7 @@ class Table:
         ck = _cache_key(key)
         entry = self._entry(ck)
         entry.attrs = dict(attrs)
-        entry.dirty_attrs = set(attrs)
+        entry.dirty_attrs = dict.fromkeys(attrs)
         if entry.record is None:
             entry.replaced = True
         self._mark_dirty(ck, entry)
@@ -290,7 +290,7 @@ class Table:
         ck = _cache_key(key)
         entry = self._entry(ck)
         entry.attrs.update(attrs)
-        entry.dirty_attrs.update(attrs)
+        entry.dirty_attrs.update(dict.fromkeys(attrs))
         self._mark_dirty(ck, entry)
 
     async def get_or_load_key(self, key: Any, attributes: str | Sequence[str] = "*") -> dict[str, Any]:
@@ -464,7 +464,7 @@ class Table:
         if entry is None or name not in entry.states:
             msg = f"table {self.table_path!r}: no live state {name!r} for key {key!r}; call set_state first"
             raise KeyError(msg)
-        entry.dirty_states.add(name)
+        entry.dirty_states[name] = None
         if event_id is not None or event_time_ns is not None:
             entry.last_event = (event_id, event_time_ns)
             entry.last_event_dirty = True
@@ -658,8 +658,8 @@ class Table:
             record[STATE_PREFIX + name] = entry.states[name].encode()
         if entry.last_event_dirty and entry.last_event is not None:
             record[LAST_EVENT_ID], record[LAST_EVENT_TIME_NS] = entry.last_event
-        entry.dirty_attrs = set()
-        entry.dirty_states = set()
+        entry.dirty_attrs = {}
+        entry.dirty_states = {}
         entry.last_event_dirty = False
         self._dirty.pop(ck, None)
         return record
@@ -670,11 +670,11 @@ class Table:
             return
         for name in record:
             if name.startswith(STATE_PREFIX):
-                entry.dirty_states.add(name[len(STATE_PREFIX) :])
+                entry.dirty_states[name[len(STATE_PREFIX) :]] = None
             elif name in (LAST_EVENT_ID, LAST_EVENT_TIME_NS):
                 entry.last_event_dirty = True
             else:
-                entry.dirty_attrs.add(name)
+                entry.dirty_attrs[name] = None
         self._dirty[ck] = None
 
     async def _flush_periodically(
