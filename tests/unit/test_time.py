@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from storey import Event, MissingFieldError, to_ns, to_ns_array
 from storey._time import from_ns
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_scalar_rules():

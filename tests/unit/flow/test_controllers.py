@@ -7,7 +7,18 @@ import threading
 
 import pytest
 
-from storey import AsyncSource, Batch, Complete, Filter, FlowError, Map, MissingFieldError, Reduce, Source, build_flow
+from storey import (
+    AsyncSource,
+    Batch,
+    Complete,
+    Filter,
+    FlowError,
+    Map,
+    MissingFieldError,
+    Reduce,
+    Source,
+    build_flow,
+)
 from storey.event import Event
 
 
@@ -20,7 +31,9 @@ def test_awaitable_returned_only_with_complete_or_on_request():
 
 
 def test_result_settles_to_none_when_filtered_or_batched():
-    c = build_flow([Source(), Filter(lambda x: x > 0), [Complete()], [Batch(10), Reduce(0, lambda a, x: a)]]).run()
+    c = build_flow(
+        [Source(), Filter(lambda x: x > 0), [Complete()], [Batch(10), Reduce(0, lambda a, x: a)]]
+    ).run()
     assert c.emit(-1).await_result(timeout=5) is None
     assert c.emit(5).await_result(timeout=5) == 5
     c.terminate(wait=True)
@@ -33,20 +46,22 @@ def test_first_complete_wins():
 
 
 def test_emitting_an_event_keeps_its_time_unless_given():
-    t0 = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     c = build_flow([Source(), Map(lambda e: e, full_event=True), Complete(full_event=True)]).run()
     out = c.emit(Event({"a": 1}, key="k", time=t0)).await_result(timeout=5)
     assert out.time == t0 and out.key == "k"
     out = c.emit(Event({"a": 1}, time=t0), key="k2", event_time=0).await_result(timeout=5)
-    assert out.key == "k2" and out.time == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    assert out.key == "k2" and out.time == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     c.terminate(wait=True)
 
 
 def test_key_and_time_fields_of_the_source():
-    c = build_flow([Source(key_field="user", time_field="ts"), Map(lambda e: (e.key, e.time), full_event=False)])
+    c = build_flow(
+        [Source(key_field="user", time_field="ts"), Map(lambda e: (e.key, e.time), full_event=False)]
+    )
     ctl = build_flow([Source(key_field="user", time_field="ts"), Complete(full_event=True)]).run()
     ev = ctl.emit({"user": "u1", "ts": "2021-05-01T00:00:00Z"}).await_result(timeout=5)
-    assert ev.key == "u1" and ev.time == dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc)
+    assert ev.key == "u1" and ev.time == dt.datetime(2021, 5, 1, tzinfo=dt.UTC)
     ctl.emit({"ts": 0})  # no user field
     with pytest.raises(FlowError) as info:
         ctl.await_termination()

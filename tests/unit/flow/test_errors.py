@@ -40,7 +40,11 @@ def test_main_chain_error_names_step_and_event_and_chains_cause():
 
 def test_error_in_a_branch_fails_the_whole_flow():
     c = build_flow(
-        [Source(), [Map(_boom_on(2), name="branch"), Reduce(0, lambda a, x: a + x)], [Reduce(0, lambda a, x: a + x)]]
+        [
+            Source(),
+            [Map(_boom_on(2), name="branch"), Reduce(0, lambda a, x: a + x)],
+            [Reduce(0, lambda a, x: a + x)],
+        ]
     ).run()
     c.emit(1)
     c.emit(2)

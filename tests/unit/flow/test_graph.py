@@ -12,7 +12,14 @@ def _collect():
 
 
 def test_nested_lists_fan_out_from_the_current_step():
-    src, a, b, c, d, e = Source(), Map(lambda x: x), Map(lambda x: x), Map(lambda x: x), Map(lambda x: x), _collect()
+    src, a, b, c, d, e = (
+        Source(),
+        Map(lambda x: x),
+        Map(lambda x: x),
+        Map(lambda x: x),
+        Map(lambda x: x),
+        _collect(),
+    )
     head = build_flow([src, a, [b, c], [d], e])
     assert head is src
     assert src._outlets == [a]

@@ -39,7 +39,9 @@ def test_flush_happens_before_marker_is_passed_on():
         async def _flush(self):
             order.append(("flush", self.name))
 
-    c = build_flow([Source(), Recorder(name="a"), Batch(10), Recorder(name="b"), Reduce([], lambda a, x: [*a, x])]).run()
+    c = build_flow(
+        [Source(), Recorder(name="a"), Batch(10), Recorder(name="b"), Reduce([], lambda a, x: [*a, x])]
+    ).run()
     for i in range(3):
         c.emit(i)
     assert c.terminate(wait=True) == [[0, 1, 2]]

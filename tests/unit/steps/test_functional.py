@@ -46,7 +46,9 @@ def test_sync_function_returning_awaitable_is_awaited():
 
 
 def test_flatmap_keeps_id_key_time_and_rejects_non_iterables():
-    c = build_flow([Source(), FlatMap(lambda x: (x, x + 1)), Reduce([], lambda a, e: [*a, e], full_event=True)]).run()
+    c = build_flow(
+        [Source(), FlatMap(lambda x: (x, x + 1)), Reduce([], lambda a, e: [*a, e], full_event=True)]
+    ).run()
     c.emit(Event(1, key="k", id="x"))
     out = c.terminate(wait=True)
     assert [e.body for e in out] == [1, 2] and {e.id for e in out} == {"x"} and {e.key for e in out} == {"k"}
@@ -85,7 +87,11 @@ def test_fan_out_copies_isolate_branches():
     # the second branch saw the original key: check by running it alone with its own fold
     seen = []
     ctl = build_flow(
-        [Source(), [Map(rekey, full_event=True), Reduce(0, lambda a, e: a)], [Map(lambda e: seen.append(e.key), full_event=True)]]
+        [
+            Source(),
+            [Map(rekey, full_event=True), Reduce(0, lambda a, e: a)],
+            [Map(lambda e: seen.append(e.key), full_event=True)],
+        ]
     ).run()
     ctl.emit(1, key="orig")
     with pytest.raises(FlowError):  # the second Map returns None with full_event=True
@@ -94,7 +100,9 @@ def test_fan_out_copies_isolate_branches():
 
 
 def test_map_with_state_threads_one_state_and_is_fresh_per_run():
-    head = build_flow([Source(), MapWithState(0, lambda x, s: (s + x, s + x)), Reduce([], lambda a, x: [*a, x])])
+    head = build_flow(
+        [Source(), MapWithState(0, lambda x, s: (s + x, s + x)), Reduce([], lambda a, x: [*a, x])]
+    )
     for _ in range(2):
         c = head.run()
         for i in (1, 2, 3):
@@ -108,12 +116,16 @@ def test_map_with_state_grouped_by_key_with_dict_state():
     def fn(x, s):
         return s + x, s + x
 
-    c = build_flow([Source(), MapWithState(state, fn, group_by_key=True), Reduce([], lambda a, x: [*a, x])]).run()
+    c = build_flow(
+        [Source(), MapWithState(state, fn, group_by_key=True), Reduce([], lambda a, x: [*a, x])]
+    ).run()
     for key, x in (("a", 1), ("b", 1), ("a", 2)):
         c.emit(x, key=key)
     assert c.terminate(wait=True) == [1, 101, 3]
     assert state == {"a": 3, "b": 101}
-    c = build_flow([Source(), MapWithState({}, fn, group_by_key=True, name="mws"), Reduce(0, lambda a, x: a)]).run()
+    c = build_flow(
+        [Source(), MapWithState({}, fn, group_by_key=True, name="mws"), Reduce(0, lambda a, x: a)]
+    ).run()
     c.emit(1, key="zz")
     with pytest.raises(FlowError) as info:
         c.await_termination()

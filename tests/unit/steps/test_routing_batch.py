@@ -37,7 +37,9 @@ def test_choice_without_default_drops_and_settles_none():
 
 
 def test_batch_by_count_and_remainder_with_first_entry_time():
-    c = build_flow([Source(), Batch(3), Reduce([], lambda a, e: [*a, (e.body, e.time)], full_event=True)]).run()
+    c = build_flow(
+        [Source(), Batch(3), Reduce([], lambda a, e: [*a, (e.body, e.time)], full_event=True)]
+    ).run()
     for i in range(7):
         c.emit(i, event_time=1000 * (i + 1))
     out = c.terminate(wait=True)
@@ -56,7 +58,9 @@ def test_batch_wall_clock_timeout():
 
 
 def test_batch_without_limits_is_one_batch_and_full_event_entries():
-    c = build_flow([Source(), Batch(full_event=True), Reduce([], lambda a, b: [*a, [e.body for e in b]])]).run()
+    c = build_flow(
+        [Source(), Batch(full_event=True), Reduce([], lambda a, b: [*a, [e.body for e in b]])]
+    ).run()
     for i in range(5):
         c.emit(i)
     assert c.terminate(wait=True) == [[0, 1, 2, 3, 4]]
