@@ -106,31 +106,55 @@ def write_events(
     return {fmt: writers[fmt](table, directory / f"events.{fmt}") for fmt in formats}
 
 
-def events_path(n_rows: int, fmt: str = "parquet", *, n_keys: int = N_KEYS, seed: int = 0) -> Path:
+def events_path(
+    n_rows: int, fmt: str = "parquet", *, n_keys: int = N_KEYS, seed: int = 0, subprocess: bool = True
+) -> Path:
     """A cached workload file under ``benchmarks/.data/`` (``$STOREY_BENCH_DATA``), created on first use.
 
-    Only the default generator settings are cached; use `write_events` for other settings.
+    Only the default generator settings are cached; use `write_events` for other settings. The file is
+    generated in a child process by default, so that generating 10 M rows does not raise the peak RSS of
+    the benchmark that asks for it.
     """
     path = DATA_DIR / f"events_n{n_rows}_k{n_keys}_s{seed}.{fmt}"
-    if not path.exists():
-        tmp = path.with_suffix(f".tmp{os.getpid()}.{fmt}")
-        table = make_events(n_rows, n_keys=n_keys, seed=seed)
-        {"parquet": write_parquet, "csv": write_csv}[fmt](table, tmp)
-        tmp.replace(path)
+    if path.exists():
+        return path
+    if subprocess:
+        import subprocess as sp
+        import sys
+
+        cmd = [sys.executable, "-m", "benchmarks._data", "--cache", fmt, str(n_rows), "--keys", str(n_keys)]
+        sp.run([*cmd, "--seed", str(seed)], cwd=BENCH_DIR.parent, check=True, stdout=sp.DEVNULL)
+        return path
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.{fmt}")
+    table = make_events(n_rows, n_keys=n_keys, seed=seed)
+    {"parquet": write_parquet, "csv": write_csv}[fmt](table, tmp)
+    tmp.replace(path)
     return path
 
 
 def event_dicts(table, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Rows of a workload table as dicts (``time`` an aware UTC datetime, nulls ``None``): the bodies a
-    streaming benchmark feeds to ``controller.emit``."""
+    """Rows of a workload table as dicts (``time`` an aware UTC `datetime.datetime`, nulls ``None``): the
+    bodies a streaming benchmark feeds to ``controller.emit``."""
+    import pyarrow as pa
+
     if columns is not None:
         table = table.select(list(columns))
+    if "time" in table.column_names:  # whole milliseconds: microseconds are exact and give datetimes
+        i = table.schema.get_field_index("time")
+        table = table.set_column(i, "time", table.column(i).cast(pa.timestamp("us", tz="UTC")))
     return table.to_pylist()
 
 
-def streaming_events(n_rows: int = 50_000, *, n_keys: int = N_KEYS, seed: int = 0) -> list[dict[str, Any]]:
-    """The smaller streaming variant: ``n_rows`` README events as dict bodies."""
-    return event_dicts(make_events(n_rows, n_keys=n_keys, seed=seed))
+def streaming_events(
+    n_rows: int = 50_000, *, source_rows: int = 1_000_000, n_keys: int = N_KEYS, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The smaller streaming variant: the first ``n_rows`` events of the cached ``source_rows`` Parquet
+    file, as dict bodies. These are the events ``_upstream.upstream_aggregate(events_path(source_rows),
+    n_rows)`` feeds to upstream storey, so the two streaming runs see the same data."""
+    import pyarrow.parquet as pq
+
+    path = events_path(source_rows, "parquet", n_keys=n_keys, seed=seed)
+    return event_dicts(pq.read_table(path).slice(0, n_rows))
 
 
 if __name__ == "__main__":
@@ -140,9 +164,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="write README-workload files")
     parser.add_argument("n_rows", type=int)
     parser.add_argument("directory", nargs="?", default=str(DATA_DIR))
-    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--keys", type=int, default=N_KEYS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", choices=["parquet", "csv"], help="write one cached file (events_path)")
     ns = parser.parse_args()
     t0 = time.perf_counter()
-    paths = write_events(ns.directory, ns.n_rows, n_keys=ns.keys, seed=ns.seed)
-    print({k: str(v) for k, v in paths.items()}, f"{time.perf_counter() - t0:.1f}s")
+    if ns.cache:
+        out = events_path(ns.n_rows, ns.cache, n_keys=ns.keys, seed=ns.seed, subprocess=False)
+        print(out, f"{time.perf_counter() - t0:.1f}s")
+    else:
+        paths = write_events(ns.directory, ns.n_rows, n_keys=ns.keys, seed=ns.seed)
+        print({k: str(v) for k, v in paths.items()}, f"{time.perf_counter() - t0:.1f}s")
