@@ -97,6 +97,7 @@ LAST_EVENT_TIME_NS = "_storey_last_event_time_ns"
 _FLUSH_BATCH = 512  # records per Driver.save_keys call
 _FLUSH_PARALLEL = 4  # save_keys calls in flight during a flush
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_DRIVER_METHODS = ("load_schema", "save_schema", "load_key", "save_key", "save_keys", "close")
 
 
 class EncodableState(Protocol):
@@ -233,7 +234,7 @@ class Table:
         if not isinstance(table_path, str) or not table_path:
             msg = f"Table: table_path must be a non-empty str, got {table_path!r}"
             raise TypeError(msg)
-        if not isinstance(storage, Driver):
+        if not isinstance(storage, Driver) and not all(hasattr(storage, name) for name in _DRIVER_METHODS):
             msg = (
                 f"Table {table_path!r}: storage must be a storey.drivers.Driver, got {type(storage).__name__}"
             )
