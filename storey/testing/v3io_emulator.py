@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import fnmatch
 import json
 import logging
@@ -216,6 +217,7 @@ class V3ioEmulator:
         self._record_faults: list[RecordFailures] = []
         self._lock = threading.Lock()
         self._runner: Any = None
+        self._stopping = asyncio.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, Callable[[Request], Reply]] = {
@@ -263,7 +265,8 @@ class V3ioEmulator:
             msg = "the V3IO emulator is already running"
             raise RuntimeError(msg)
         server = web.Server(self._handle)
-        runner = web.ServerRunner(server, access_log=None, auto_decompress=False)
+        # A short shutdown: requests held by an injected delay must not hold up stop().
+        runner = web.ServerRunner(server, access_log=None, auto_decompress=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
@@ -273,12 +276,14 @@ class V3ioEmulator:
             raise
         self.port = runner.addresses[0][1]
         self._runner = runner
+        self._stopping = asyncio.Event()
         logger.debug("V3IO emulator listening on %s", self.url)
 
     async def stop_async(self) -> None:
         """Stop serving (open connections are closed). Idempotent."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            self._stopping.set()
             await runner.cleanup()
 
     async def __aenter__(self) -> V3ioEmulator:
@@ -502,7 +507,8 @@ class V3ioEmulator:
         if fault is None:
             return None
         if fault.delay > 0:
-            await asyncio.sleep(fault.delay)
+            with contextlib.suppress(TimeoutError):  # cut short by stop()
+                await asyncio.wait_for(self._stopping.wait(), fault.delay)
         if fault.drop:
             return _DROP
         if fault.status is not None:
