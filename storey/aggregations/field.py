@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from numbers import Real
 from typing import Any
 
@@ -86,7 +87,7 @@ def _check_aggr(aggr: Any, where: str) -> tuple[str, ...]:
 def _check_max_value(max_value: Any, aggr: tuple[str, ...], where: str) -> int | float | None:
     if max_value is None:
         return None
-    if isinstance(max_value, bool) or not isinstance(max_value, Real):
+    if isinstance(max_value, bool) or not isinstance(max_value, Real | Decimal):
         kind = type(max_value).__name__
         msg = f"{where}: `max_value` must be None or a finite number, got {kind} {max_value!r}"
         raise TypeError(msg)

@@ -1,0 +1,456 @@
+"""`AggregateByKey`: the streaming engine of keyed windowed aggregations (spec AGGREGATIONS.md §5–7).
+
+The step only routes: it extracts keys, times and values, asks the emitter *when* to emit, and calls the
+per-key state machine of `storey.aggregations.state` (which calls the kernels) for *what*. `storey.frames`
+drives the very same state machine and emitter, so both engines give the same bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from copy import copy
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from storey._time import from_ns, to_ns
+from storey.aggregations.emit import EmitEveryEvent, EmitPolicy, emit_policy_from_dict
+from storey.aggregations.emitter import Emission, Emitter
+from storey.aggregations.field import FieldAggregator, normalize_aggregates
+from storey.aggregations.naming import check_unique_features
+from storey.aggregations.schema import plan_for, reconcile
+from storey.aggregations.state import AggregatorPlan, KeyState
+from storey.errors import MissingFieldError
+from storey.event import Event
+from storey.flow.step import Flow
+from storey.steps.batching import pop_synonym
+
+__all__ = ["AggregateByKey", "ValueReader", "augment", "key_reader", "time_reader"]
+
+_SKIP = object()
+"""Returned by `ValueReader.read` for a value that is skipped (None, NaN, NA, NaT)."""
+
+_NUMERIC = (int, float, bool, np.number, np.bool_, Decimal, Fraction)
+
+
+class ValueReader:
+    """Extract one aggregator's value from an element and convert it to float64 (§3.4).
+
+    `read` returns a float, or `_SKIP` for ``None``/NaN/``pandas.NA``/``NaT``. Non-numeric values are
+    accepted only by count-only aggregators (they count as one value).
+    """
+
+    __slots__ = ("count_only", "field", "from_body", "name", "step")
+
+    def __init__(self, agg: FieldAggregator, step: str) -> None:
+        self.field = agg.field
+        self.from_body = isinstance(agg.field, str)
+        self.count_only = agg.count_only
+        self.name = agg.name
+        self.step = step
+
+    def read(self, event: Event, element: Any) -> Any:
+        if self.from_body:
+            body = event.body
+            try:
+                v = body[self.field]
+            except KeyError:
+                raise missing(self.step, self.field, event) from None
+            except TypeError:
+                msg = f"step {self.step!r}: field {self.field!r} needs a mapping body, got {type(body).__name__}"
+                raise TypeError(msg) from None
+        else:
+            v = self.field(element)  # type: ignore[misc]
+        return self.convert(v, event)
+
+    def convert(self, v: Any, event: Event | None) -> Any:
+        tv = type(v)
+        if tv is float:
+            return _SKIP if v != v else v
+        if tv is int:
+            return float(v)
+        if v is None:
+            return _SKIP
+        if isinstance(v, _NUMERIC):
+            f = float(v)
+            return _SKIP if f != f else f
+        name = tv.__name__
+        if name in ("NAType", "NaTType"):
+            return _SKIP
+        if self.count_only:
+            return 0.0
+        where = f" in event {event.id!r}" if event is not None else ""
+        msg = (
+            f"step {self.step!r}: aggregator {self.name!r} needs numeric values in field {self.field!r}, "
+            f"got {name} {v!r}{where}"
+        )
+        raise TypeError(msg)
+
+
+def missing(step: str, field: Any, event: Event) -> MissingFieldError:
+    """The `MissingFieldError` for an absent body field (names step, field, event and origin)."""
+    where = ""
+    origin = event.origin
+    if origin is not None and origin[0] is not None:
+        where = f" (file {origin[0]!r}, line/row {origin[1]})"
+    msg = f"step {step!r}: field {field!r} is missing in event {event.id!r}{where}"
+    return MissingFieldError(msg)
+
+
+def key_reader(key: Any, step: str, full_event: bool) -> Callable[[Event], Any]:
+    """The key extractor of §6.1: `event.key`, a body field, a tuple of fields, or a callable."""
+    if key is None:
+        return lambda event: event.key
+    if isinstance(key, str):
+
+        def from_field(event: Event) -> Any:
+            try:
+                return event.body[key]
+            except KeyError:
+                raise missing(step, key, event) from None
+            except TypeError:
+                msg = f"step {step!r}: key field {key!r} needs a mapping body"
+                raise TypeError(msg) from None
+
+        return from_field
+    if isinstance(key, list | tuple) and key and all(isinstance(k, str) for k in key):
+        fields = tuple(key)
+
+        def from_fields(event: Event) -> Any:
+            body = event.body
+            try:
+                return tuple(body[f] for f in fields)
+            except KeyError:
+                absent = next(f for f in fields if f not in body)
+                raise missing(step, absent, event) from None
+
+        return from_fields
+    if callable(key):
+        if full_event:
+            return lambda event: key(copy(event))
+        return lambda event: key(event.body)
+    msg = f"step {step!r}: `key` must be None, a field name, a list of field names or a callable, got {key!r}"
+    raise TypeError(msg)
+
+
+def time_reader(time_field: Any, step: str, full_event: bool) -> Callable[[Event], int]:
+    """The time extractor of §6.1 (int ns): `event.time`, a body field, or a callable."""
+    if time_field is None:
+        return lambda event: event.time_ns
+    if isinstance(time_field, str):
+
+        def from_field(event: Event) -> int:
+            try:
+                value = event.body[time_field]
+            except KeyError:
+                raise missing(step, time_field, event) from None
+            try:
+                return to_ns(value)
+            except (TypeError, ValueError, MissingFieldError) as exc:
+                msg = f"step {step!r}: time field {time_field!r} of event {event.id!r}: {exc}"
+                raise type(exc)(msg) from None
+
+        return from_field
+    if callable(time_field):
+
+        def from_callable(event: Event) -> int:
+            return to_ns(time_field(copy(event) if full_event else event.body))
+
+        return from_callable
+    msg = f"step {step!r}: `time_field` must be None, a field name or a callable, got {time_field!r}"
+    raise TypeError(msg)
+
+
+def augment(
+    body: Any,
+    features: dict[str, Any],
+    augmentation_fn: Callable[[Any, dict[str, Any]], Any] | None,
+    step: str,
+) -> Any:
+    """The emitted body: ``augmentation_fn(body, features)``, or a new dict of the features then the body's
+    fields (body fields win)."""
+    if augmentation_fn is not None:
+        return augmentation_fn(body, features)
+    if not isinstance(body, Mapping):
+        msg = (
+            f"step {step!r}: the default augmentation needs a mapping body, got {type(body).__name__}; "
+            "pass `augmentation_fn`"
+        )
+        raise TypeError(msg)
+    features.update(body)
+    return features
+
+
+class AggregateByKey(Flow):
+    """Aggregate events per key into epoch-aligned tiles held by a `Table`, and emit enriched events.
+
+    Parameters
+    ----------
+    aggregates
+        `FieldAggregator` objects, or upstream dicts (not mixed).
+    table
+        A `Table`, or a table name resolved through the context.
+    key
+        ``None`` (`event.key`), a body field, a list of fields (tuple keys) or a callable on the element.
+    emit_policy
+        When to emit (`EmitEveryEvent` by default; a dict form is accepted).
+    augmentation_fn
+        ``fn(body, features) -> new body``; by default a new dict of the features then the body's fields.
+    enrich_with
+        Static table attribute names added to the output (``None`` when absent).
+    aliases
+        ``{feature or enrich column: new name}``.
+    use_windows_from_schema
+        Take windows and period of stored aggregators from the table's schema.
+    time_field
+        ``None`` (`event.time`), a body field or a callable giving the time.
+
+    Examples
+    --------
+    >>> from storey import build_flow, Source, Reduce, Table, NoopDriver, FieldAggregator, SlidingWindows
+    >>> agg = AggregateByKey(
+    ...     [FieldAggregator("amount", "x", ["sum", "count"], SlidingWindows(["1h"], "10m"))],
+    ...     Table("t", NoopDriver()),
+    ... )
+    >>> c = build_flow([Source(), agg, Reduce([], lambda acc, b: [*acc, b])]).run()
+    >>> for i, x in enumerate([1.0, 2.0, 4.0]):
+    ...     _ = c.emit({"x": x}, key="u1", event_time=i * 60_000)
+    >>> [b["amount_sum_1h"] for b in c.terminate(wait=True)]
+    [1.0, 3.0, 7.0]
+    """
+
+    def __init__(
+        self,
+        aggregates: Sequence[Any],
+        table: Any,
+        key: Any = None,
+        emit_policy: EmitPolicy | Mapping[str, Any] = EmitEveryEvent(),  # noqa: B008 - immutable
+        augmentation_fn: Callable[[Any, dict[str, Any]], Any] | None = None,
+        enrich_with: Sequence[str] | None = None,
+        aliases: Mapping[str, str] | None = None,
+        use_windows_from_schema: bool = False,
+        time_field: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        key = pop_synonym(kwargs, "key_field", "key", key, None, type(self).__name__)
+        super().__init__(**kwargs)
+        self.aggregates = normalize_aggregates(aggregates, self.name)
+        check_unique_features(self.aggregates, self.name)
+        if isinstance(table, str) and self.context is None:
+            msg = f"step {self.name!r}: table {table!r} is given by name but the step has no context"
+            raise TypeError(msg)
+        if isinstance(emit_policy, Mapping):
+            emit_policy = emit_policy_from_dict(emit_policy)
+        if not isinstance(emit_policy, EmitPolicy):
+            msg = f"step {self.name!r}: `emit_policy` must be an EmitPolicy or a dict, got {emit_policy!r}"
+            raise TypeError(msg)
+        self.emit_policy = emit_policy
+        self._table_arg = table
+        self._key = key_reader(key, self.name, self._full_event)
+        self._time = time_reader(time_field, self.name, self._full_event)
+        self.key = key
+        self.time_field = time_field
+        self._augmentation_fn = augmentation_fn
+        self._enrich_with = list(enrich_with or ())
+        self._aliases = dict(aliases or {})
+        self._use_windows_from_schema = use_windows_from_schema
+        self.metrics: dict[str, int] = {"events": 0, "late_events": 0, "skipped_values": 0}
+        self.table: Any = None
+        self.plans: list[AggregatorPlan] = []
+
+    # ------------------------------------------------------------------------------------ graph/run
+    def _validate_graph(self, steps: list[Flow]) -> None:
+        mine = {a.name for a in self.aggregates}
+        features = {f for a in self.aggregates for f in a.feature_names}
+        for other in steps:
+            if other is self or not isinstance(other, AggregateByKey):
+                continue
+            if other._table_arg is not self._table_arg:
+                continue
+            shared = mine & {a.name for a in other.aggregates} or features & {
+                f for a in other.aggregates for f in a.feature_names
+            }
+            if shared:
+                msg = (
+                    f"steps {self.name!r} and {other.name!r} aggregate into the same table with the same "
+                    f"aggregator or feature names {sorted(shared)}"
+                )
+                raise ValueError(msg)
+
+    def _init_run(self, run: Any) -> None:
+        super()._init_run(run)
+        self.table = self._resolve_table(self._table_arg)
+        run.add_closeable(self.table)
+        self.metrics = {"events": 0, "late_events": 0, "skipped_values": 0}
+        self._states: dict[Any, list[KeyState]] = {}
+
+    async def _start(self) -> None:
+        doc = await self.table.load_schema()
+        doc, changed, aggs = reconcile(
+            doc, self.aggregates, use_windows_from_schema=self._use_windows_from_schema, where=self.name
+        )
+        if changed:
+            await self.table.save_schema(doc)
+        self.plans = [plan_for(a, doc) for a in aggs]
+        self._names = [a.name for a in aggs]
+        self._readers = [ValueReader(a, self.name) for a in aggs]
+        self._filters = [a.aggr_filter for a in aggs]
+        self._emitter = Emitter(self.emit_policy, aggs)
+
+    # ------------------------------------------------------------------------------------ per event
+    def _do(self, event: Event) -> Awaitable[Any] | None:
+        key = self._key(event)
+        if type(key) is list:
+            key = tuple(key)
+        t = self._time(event)
+        states = self._states.get(key)
+        if states is None:
+            try:
+                hash(key)
+            except TypeError:
+                msg = f"step {self.name!r}: key {key!r} of event {event.id!r} is not hashable"
+                raise TypeError(msg) from None
+            states = self._live_states(key)
+            if states is None:
+                return self._after_load(event, key, t)
+        return self._process(event, key, t, states)
+
+    def _live_states(self, key: Any) -> list[KeyState] | None:
+        table = self.table
+        found = [table.get_state(key, name) for name in self._names]
+        if all(s is not None for s in found):
+            self._states[key] = found  # type: ignore[assignment]
+            return found  # type: ignore[return-value]
+        if key is None:
+            return self._install(key, {})
+        return None
+
+    def _install(self, key: Any, record: Mapping[str, Any]) -> list[KeyState]:
+        from storey.aggregations.blob import decode_state
+        from storey.aggregations.naming import state_attribute
+
+        table = self.table
+        states = []
+        for name, plan in zip(self._names, self.plans, strict=True):
+            st = table.get_state(key, name)
+            if st is None:
+                blob = record.get(state_attribute(name))
+                st = plan.new_state() if blob is None else decode_state(plan, blob)
+                table.set_state(key, name, st)
+            states.append(st)
+        self._states[key] = states
+        return states
+
+    async def _after_load(self, event: Event, key: Any, t: int) -> None:
+        try:
+            record = await self.table.load_record(key)
+            states = self._install(key, record)
+        except Exception as exc:
+            raise self._fail(exc, event) from exc
+        r = self._process(event, key, t, states)
+        if r is not None:
+            await r
+
+    def _process(self, event: Event, key: Any, t: int, states: list[KeyState]) -> Awaitable[Any] | None:
+        emitter = self._emitter
+        if emitter.timed:
+            due = emitter.advance(t)
+            if due:
+                r = self._fire(due)
+                if r is not None:
+                    return self._apply_after(r, event, key, t, states)
+        return self._apply(event, key, t, states)
+
+    async def _apply_after(
+        self, pending: Awaitable[Any], event: Event, key: Any, t: int, states: list[KeyState]
+    ) -> None:
+        await pending
+        r = self._apply(event, key, t, states)
+        if r is not None:
+            await r
+
+    def _apply(self, event: Event, key: Any, t: int, states: list[KeyState]) -> Awaitable[Any] | None:
+        metrics = self.metrics
+        metrics["events"] += 1
+        element = copy(event) if self._full_event else event.body
+        late = False
+        for st, reader, flt in zip(states, self._readers, self._filters, strict=True):
+            if not st.observe(t):
+                late = True
+                continue
+            if flt is not None and not flt(element):
+                continue
+            v = reader.read(event, element)
+            if v is _SKIP:
+                metrics["skipped_values"] += 1
+                continue
+            st.add(v, t)
+        if late:
+            metrics["late_events"] += 1
+        if key is not None:
+            mark = self.table.mark_state_dirty
+            eid = event.id
+            for name in self._names:
+                mark(key, name, eid, t)
+        if self._emitter.on_event(key, t, event):
+            return self._forward(self._output(event, key, t, states))
+        return None
+
+    def _fire(self, due: list[Emission]) -> Awaitable[Any] | None:
+        """Forward the due timer emissions in order (state before the current event is applied)."""
+        outs = [out for emission in due for out in self._emission_events(emission)]
+        for i, out in enumerate(outs):
+            r = self._forward(out)
+            if r is not None:
+                return self._forward_rest(r, outs, i + 1)
+        return None
+
+    async def _forward_rest(self, pending: Awaitable[Any], outs: list[Event], start: int) -> None:
+        await pending
+        for out in outs[start:]:
+            await self._emit(out)
+
+    def _emission_events(self, emission: Emission) -> list[Event]:
+        """The events of one emission: per-key (the key's latest event) or one new event per qualifying key."""
+        if emission.boundary is None:
+            key = emission.key
+            return [self._output(emission.ref, key, emission.as_of, self._states[key])]
+        b = emission.boundary
+        tau = emission.as_of
+        outs = []
+        for key in self._emitter.keys:
+            states = self._states[key]
+            if any(st.has_data(tau) for st in states):
+                features = self._features(key, tau, states)
+                body = augment({"key": key, "time": from_ns(b)}, features, self._augmentation_fn, self.name)
+                outs.append(Event._from_ns(body, key, b))
+        return outs
+
+    def _features(self, key: Any, tau: int, states: list[KeyState]) -> dict[str, Any]:
+        features: dict[str, Any] = {}
+        for st in states:
+            st.evaluate(tau, features)
+        if self._enrich_with:
+            try:
+                attrs = self.table[key]
+            except KeyError:
+                attrs = {}
+            for col in self._enrich_with:
+                features[col] = attrs.get(col)
+        if self._aliases:
+            features = {self._aliases.get(k, k): v for k, v in features.items()}
+        return features
+
+    def _output(self, event: Event, key: Any, tau: int, states: list[KeyState]) -> Event:
+        features = self._features(key, tau, states)
+        out = copy(event)
+        out.key = key
+        out.body = augment(event.body, features, self._augmentation_fn, self.name)
+        return out
+
+    async def _flush(self) -> None:
+        for emission in self._emitter.flush():
+            for out in self._emission_events(emission):
+                await self._emit(out)
