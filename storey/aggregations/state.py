@@ -260,6 +260,12 @@ class KeyState:
         row = self.tiles.get(k, self._EMPTY_ROW)
         return dict(zip(self.plan.row_fields, row, strict=False))
 
+    def encode(self) -> bytes:
+        """The persisted blob of this state (format 1, spec AGGREGATIONS.md §7.2); used by `Table`."""
+        from storey.aggregations.blob import encode_state
+
+        return encode_state(self)
+
     def __repr__(self) -> str:
         return f"<KeyState {self.plan.name!r} H={self.H} tiles={len(self.keys)}>"
 

@@ -263,7 +263,7 @@ def test_no_banned_reductions_in_kernels_and_folds():
     assert not offenders, "banned reductions (spec §9.2):\n" + "\n".join(offenders)
 
 
-def _in_docstring(path: Path, lineno: int, _cache: dict = {}) -> bool:  # noqa: B006
+def _in_docstring(path: Path, lineno: int, _cache: dict = {}) -> bool:
     if path not in _cache:
         import ast
 

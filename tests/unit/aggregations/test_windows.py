@@ -147,7 +147,7 @@ def test_fixed_ranges_are_calendar_windows(tau, n_w, p):
 def test_fixed_window_example_2_4():
     # windows 1h/2h/3h/24h, one event every 25 min from 21:40Z, counted as of 23:45Z: 2, 5, 6, 6
     w = FixedWindows(["1h", "2h", "3h", "24h"])
-    start = to_ns(dt.datetime(2020, 1, 1, 21, 40, tzinfo=dt.timezone.utc))
+    start = to_ns(dt.datetime(2020, 1, 1, 21, 40, tzinfo=dt.UTC))
     events = [start + i * 25 * MIN for i in range(6)]
     tau = to_ns("2020-01-01T23:45:00Z")
     assert events[-1] == tau
@@ -163,7 +163,7 @@ def test_fixed_7d_starts_on_thursday():
     w = FixedWindows(["7d"])
     tau = to_ns("2024-03-06T12:00:00Z")  # a Wednesday
     lo, _ = w.range(tile_of(tau, w.period_ns), 0)
-    start = dt.datetime.fromtimestamp(lo * w.period_ns / 1e9, tz=dt.timezone.utc)
+    start = dt.datetime.fromtimestamp(lo * w.period_ns / 1e9, tz=dt.UTC)
     assert start.weekday() == 3 and start.hour == 0  # Thursday 00:00 UTC
 
 
