@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -230,6 +231,8 @@ class V3ioDriver(Driver):
     async def _get_client(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            if self._client is not None:
+                _discard(self._client)
             from storey._utils._imports import require
 
             dataplane = require("v3io.aio.dataplane")
@@ -241,11 +244,19 @@ class V3ioDriver(Driver):
         return self._client
 
     async def close(self) -> None:
-        """Close the HTTP connections. Idempotent; the driver reconnects on its next call."""
+        """Close the HTTP connections. Idempotent; the driver reconnects on its next call.
+
+        Call it on the event loop that used the driver (a `Table` does, at the end of each run): a client
+        left behind on a finished loop can only be abandoned.
+        """
         client, loop = self._client, self._client_loop
         self._client = self._client_loop = None
-        if client is not None and loop is asyncio.get_running_loop():
+        if client is None:
+            return
+        if loop is asyncio.get_running_loop():
             await client.close()
+        else:
+            _discard(client)
 
     async def _call(
         self,
@@ -585,6 +596,17 @@ def _check_key(key: Any, where: str) -> None:
     if not isinstance(key, str) or not key or key.startswith("/") or key.endswith("/"):
         msg = f"{where}: an item key must be a non-empty str that neither starts nor ends with '/'"
         raise V3ioError(msg)
+
+
+def _discard(client: Any) -> None:
+    """Release a client made on another (usually finished) event loop, which cannot be awaited from here.
+
+    Closing its aiohttp connector synchronously closes the sockets and keeps aiohttp from warning about an
+    unclosed session.
+    """
+    connector = getattr(getattr(client, "_transport", None), "_connector", None)
+    with contextlib.suppress(Exception):
+        connector._close()
 
 
 def _is_transient(exc: BaseException) -> bool:
