@@ -59,7 +59,8 @@ class ValueReader:
             except KeyError:
                 raise missing(self.step, self.field, event) from None
             except TypeError:
-                msg = f"step {self.step!r}: field {self.field!r} needs a mapping body, got {type(body).__name__}"
+                kind = type(body).__name__
+                msg = f"step {self.step!r}: field {self.field!r} needs a mapping body, not {kind}"
                 raise TypeError(msg) from None
         else:
             v = self.field(element)  # type: ignore[misc]
@@ -413,7 +414,7 @@ class AggregateByKey(Flow):
             await self._emit(out)
 
     def _emission_events(self, emission: Emission) -> list[Event]:
-        """The events of one emission: per-key (the key's latest event) or one new event per qualifying key."""
+        """The events of one emission: the key's latest event, or a new event per qualifying key."""
         if emission.boundary is None:
             key = emission.key
             return [self._output(emission.ref, key, emission.as_of, self._states[key])]

@@ -170,13 +170,14 @@ class Run:
     # ---------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        for step in self.steps:
-            try:
-                await step._start()
-            except FlowError:
-                raise
-            except Exception as exc:
-                raise step._fail(exc, None) from exc
+        for hook in ("_start", "_resolve"):
+            for step in self.steps:
+                try:
+                    await getattr(step, hook)()
+                except FlowError:
+                    raise
+                except Exception as exc:
+                    raise step._fail(exc, None) from exc
 
     async def close(self) -> None:
         """Close closeables once: Tables first (flushing unless the flow failed), then the rest."""

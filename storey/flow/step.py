@@ -115,6 +115,9 @@ class Flow:
     async def _start(self) -> None:
         """Async start hook (load schemas, resolve tables); called in walk order before the first event."""
 
+    async def _resolve(self) -> None:
+        """Second start hook, after every step's `_start` (e.g. resolve features against saved schemas)."""
+
     def _validate_graph(self, steps: list[Flow]) -> None:
         """Check constraints that involve other steps of the graph (raise `ValueError`)."""
 
