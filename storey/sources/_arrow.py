@@ -1,0 +1,87 @@
+"""Arrow columns to Python values, as `ReadParquet` builds bodies (spec STEPS.md §5.4).
+
+Arrow's own Python conversion is used for every type except timestamps: null gives ``None``, and a
+timestamp of any unit and time zone gives an aware UTC `datetime` (a `pandas.Timestamp` for a value with
+sub-microsecond digits). `storey.frames` uses the same functions when it builds row dicts for callables.
+
+Examples
+--------
+>>> import pyarrow as pa
+>>> column_to_pylist(pa.array([0, None, 1_500], pa.timestamp("ns", tz="Europe/Paris")))
+[datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc), None, Timestamp('1970-01-01 00:00:00.000001500+0000', tz='UTC')]
+>>> rows_from_batch(pa.record_batch({"k": ["a", "b"], "v": [1, None]}))
+[{'k': 'a', 'v': 1}, {'k': 'b', 'v': None}]
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from itertools import repeat
+from operator import add, mul
+from typing import Any
+
+import numpy as np
+
+from storey._time import from_ns
+from storey.sources._reading import dict_rows
+
+__all__ = ["column_to_pylist", "datetimes_from_ns", "rows_from_batch"]
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_MICROSECOND = _dt.timedelta(microseconds=1)
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def datetimes_from_ns(ns: np.ndarray) -> list[Any]:
+    """Aware UTC datetimes for int64 epoch ns (a `pandas.Timestamp` where sub-µs digits are present)."""
+    micros, rest = np.divmod(ns, 1000)
+    out = list(map(add, repeat(_EPOCH), map(mul, repeat(_MICROSECOND), micros.tolist())))
+    if rest.any():
+        for i in np.flatnonzero(rest).tolist():
+            out[i] = from_ns(int(ns[i]))
+    return out
+
+
+def column_to_pylist(column: Any) -> list[Any]:
+    """Python values of an Arrow Array or ChunkedArray (see the module docstring)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    t = column.type
+    if pa.types.is_dictionary(t) and pa.types.is_timestamp(t.value_type):
+        column = column.cast(t.value_type)
+        t = column.type
+    if not pa.types.is_timestamp(t):
+        return column.to_pylist()
+    raw = column.view(pa.int64()).to_numpy(zero_copy_only=False)
+    factor = _UNIT_NS[t.unit]
+    valid = None
+    if column.null_count:
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        raw = np.where(valid, raw, 0)
+    if factor != 1:
+        limit = (2**63 - 1) // factor
+        if np.abs(raw).max(initial=0) > limit:
+            return [None if v is None else _aware(v) for v in column.to_pylist()]
+        raw = raw * np.int64(factor)
+    out = datetimes_from_ns(raw)
+    if valid is not None:
+        for i in np.flatnonzero(~valid).tolist():
+            out[i] = None
+    return out
+
+
+def _aware(value: Any) -> Any:
+    """Fallback for timestamps outside the ns range: Arrow's datetime, made aware UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.UTC)
+    return value.astimezone(_dt.UTC)
+
+
+def rows_from_batch(batch: Any, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Row dicts of a `pyarrow.RecordBatch` or `Table` (columns `names`, default all, in that order)."""
+    names = list(batch.schema.names if names is None else names)
+    columns = [column_to_pylist(batch.column(n)) for n in names]
+    return dict_rows(names)(columns) if columns else [{} for _ in range(batch.num_rows)]
