@@ -100,9 +100,10 @@ class QueryByKey(Flow):
     async def _reload_then_output(self, event: Event, key: Any, tau: int, live: list[Any]) -> None:
         try:
             record = await self.table.load_record(key, refresh=True)
+            out = self._output(event, key, tau, live, record)
         except Exception as exc:
             raise self._fail(exc, event) from exc
-        await self._emit(self._output(event, key, tau, live, record))
+        await self._emit(out)
 
     def _state(self, qp: QueryPlan, live: KeyState | None, record: Mapping[str, Any] | None) -> KeyState:
         plan = qp.plan

@@ -22,7 +22,7 @@ from storey.aggregations.field import FieldAggregator, normalize_aggregates
 from storey.aggregations.naming import check_unique_features
 from storey.aggregations.schema import plan_for, reconcile
 from storey.aggregations.state import AggregatorPlan, KeyState
-from storey.errors import MissingFieldError
+from storey.errors import FlowError, MissingFieldError
 from storey.event import Event
 from storey.flow.step import Flow
 from storey.steps.batching import pop_synonym
@@ -348,9 +348,11 @@ class AggregateByKey(Flow):
         try:
             record = await self.table.load_record(key)
             states = self._install(key, record)
+            r = self._process(event, key, t, states)
+        except FlowError:
+            raise
         except Exception as exc:
             raise self._fail(exc, event) from exc
-        r = self._process(event, key, t, states)
         if r is not None:
             await r
 
@@ -368,7 +370,12 @@ class AggregateByKey(Flow):
         self, pending: Awaitable[Any], event: Event, key: Any, t: int, states: list[KeyState]
     ) -> None:
         await pending
-        r = self._apply(event, key, t, states)
+        try:
+            r = self._apply(event, key, t, states)
+        except FlowError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, event) from exc
         if r is not None:
             await r
 

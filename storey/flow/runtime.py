@@ -232,7 +232,7 @@ async def execute(run: Run, feed: AsyncIterator[list[Any]]) -> Any:
                 try:
                     r = head._do(ev)
                     if r is not None:
-                        await r
+                        await head._guard(r, ev)
                 except FlowError as err:
                     run.fail(err)
                 except Exception as exc:

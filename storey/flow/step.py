@@ -158,11 +158,12 @@ class Flow:
         o = self._out1
         if o is not None:
             try:
-                return o._do(event)
+                r = o._do(event)
             except FlowError:
                 raise
             except Exception as exc:
                 raise o._fail(exc, event) from exc
+            return None if r is None else o._guard(r, event)
         if self._outs:
             return self._forward_many(event, 0)
         return None
@@ -179,7 +180,7 @@ class Flow:
             except Exception as exc:
                 raise o._fail(exc, c) from exc
             if r is not None:
-                return self._fan_out_rest(r, event, i + 1)
+                return self._fan_out_rest(o._guard(r, c), event, i + 1)
         return None
 
     async def _fan_out_rest(self, pending: Awaitable[Any], event: Event, start: int) -> None:
@@ -187,6 +188,15 @@ class Flow:
         r = self._forward_many(event, start)
         if r is not None:
             await r
+
+    async def _guard(self, pending: Awaitable[Any], event: Event) -> Any:
+        """Await this step's own awaitable, attributing any raw exception to this step."""
+        try:
+            return await pending
+        except FlowError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, event) from exc
 
     async def _emit(self, event: Event) -> None:
         """Forward an event from async code (flushes, timers, workers) and wait until it is processed."""

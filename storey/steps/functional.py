@@ -11,6 +11,7 @@ import copy as _copy
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from storey.errors import FlowError
 from storey.event import Event
 from storey.flow.step import Flow
 
@@ -210,9 +211,11 @@ class MapWithState(Flow):
     async def _with_table_state(self, event: Event, key: Any) -> None:
         try:
             state = await self._table.get_or_load_key(key)
+            r = self._apply(event, state, key)
+        except FlowError:
+            raise
         except Exception as exc:
             raise self._fail(exc, event) from exc
-        r = self._apply(event, state, key)
         if r is not None:
             await r
 

@@ -71,8 +71,9 @@ class Choice(Flow):
 
     def _route(self, target: Flow, event: Event) -> Awaitable[Any] | None:
         try:
-            return target._do(event)
+            r = target._do(event)
         except FlowError:
             raise
         except Exception as exc:
             raise target._fail(exc, event) from exc
+        return None if r is None else target._guard(r, event)
