@@ -8,6 +8,7 @@ import pytest
 
 from storey import (
     AggregateByKey,
+    Complete,
     FieldAggregator,
     FixedWindows,
     FixedWindowType,
@@ -74,12 +75,13 @@ def test_writes_of_another_table_are_seen_per_event(tmp_path):
     writer_table = Table("t", SQLiteDriver(path))
     _run([AggregateByKey([AGG], writer_table)], [("a", 0, {"v": 1.0})])
     reader = build_flow(
-        [Source(), QueryByKey(["p_sum_1h"], Table("t", SQLiteDriver(path))), Reduce([], lambda a, b: [*a, b])]
+        [Source(), QueryByKey(["p_sum_1h"], Table("t", SQLiteDriver(path))), Complete()]
     ).run()
-    reader.emit({}, key="a", event_time=MIN)
+    first = reader.emit({}, key="a", event_time=MIN).await_result(timeout=10)
     _run([AggregateByKey([AGG], Table("t", SQLiteDriver(path)))], [("a", 2 * MIN, {"v": 5.0})])
-    reader.emit({}, key="a", event_time=3 * MIN)
-    assert [b["p_sum_1h"] for b in reader.terminate(wait=True)] == [1.0, 6.0]
+    second = reader.emit({}, key="a", event_time=3 * MIN).await_result(timeout=10)
+    reader.terminate(wait=True)
+    assert (first["p_sum_1h"], second["p_sum_1h"]) == (1.0, 6.0)
 
 
 def test_field_aggregator_features_and_fixed_last_closed_window():
