@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from storey.aggregations._fused import FusedFunctions, fuse
 from storey.aggregations.field import FieldAggregator
 from storey.aggregations.kernels import canonical_kernels, get_aggregation
+from storey.aggregations.kernels._codegen import compile_function
 from storey.aggregations.windows import FixedWindowType, retention_bound, window_range
 
 __all__ = ["NO_TIME", "AggregatorPlan", "KeyState"]
@@ -69,6 +70,7 @@ class KeyState:
     _extend: ClassVar[Any]
     _emit: ClassVar[Any]
     _emit_values: ClassVar[Any]
+    _accs: ClassVar[Any]  # generated per plan by _accs_source
 
     def __init__(self, H: int = NO_TIME) -> None:
         self.H = H
@@ -202,47 +204,6 @@ class KeyState:
             return start, k - 1
         return start - nw, start - 1
 
-    def _accs(self, k: int) -> list[Any]:
-        """The closed-part fold of every window as of tile `k` (slow path: some window moved)."""
-        accs = []
-        kind = self._KIND
-        for i, nw in self._IW:
-            if kind == 0:
-                lo = k - nw + 1
-                hi = k - 1
-            elif kind == 1:
-                lo = (k // nw) * nw
-                hi = k - 1
-            else:
-                hi = (k // nw) * nw - 1
-                lo = hi - nw + 1
-            c = self.caches[i]
-            accs.append(c[4] if (c[0] == lo and c[1] == hi) else self._closed(c, lo, hi))
-        self._ck = k
-        self._accl = accs
-        return accs
-
-    def _closed(self, c: list[Any], lo: int, hi: int) -> Any:
-        """Fold of the non-empty tiles in ``[lo, hi]``, continuing cache entry `c` when it is a prefix."""
-        keys = self.keys
-        j0 = bisect_left(keys, lo)
-        j1 = bisect_right(keys, hi, j0)
-        if hi > self._cmax:
-            self._cmax = hi
-        if j0 == j1:
-            c[:] = (lo, hi, None, None, None)
-            return None
-        first = keys[j0]
-        last = keys[j1 - 1]
-        acc = c[4]
-        if acc is not None and c[2] == first and c[3] <= last:
-            if c[3] != last:  # same oldest tile: continue the left fold with the newer tiles
-                acc = self._extend(acc, self.rows, bisect_right(keys, c[3], j0, j1), j1)
-        else:
-            acc = self._extend(self._first_acc(self.rows[j0]), self.rows, j0 + 1, j1)
-        c[:] = (lo, hi, first, last, acc)
-        return acc
-
     # -- inspection --------------------------------------------------------------------------------------
 
     @property
@@ -268,6 +229,60 @@ class KeyState:
 
     def __repr__(self) -> str:
         return f"<KeyState {self.plan.name!r} H={self.H} tiles={len(self.keys)}>"
+
+
+def _accs_source(kind: int, tiles_per_window: Sequence[int]) -> str:
+    """Source of ``accs(self, k)``: the cached closed-part fold of every window as of tile `k` (unrolled).
+
+    Per window, the cache entry ``c = [lo, hi, first, last, acc]`` is reused as is when the range is
+    unchanged; it is *continued* (``extend`` with the newer tiles) when the oldest folded tile is still the
+    oldest tile in range and no folded tile lies beyond the range; otherwise the range is folded afresh
+    from its oldest tile. All three give the uncached fold's exact operations.
+    """
+    lines = [
+        "def accs(self, k):",
+        "    keys = self.keys",
+        "    rows = self.rows",
+        "    caches = self.caches",
+    ]
+    if kind != 2:
+        lines += ["    hi = k - 1", "    j1 = bisect_right(keys, hi)"]
+    for i, nw in enumerate(tiles_per_window):
+        if kind == 0:
+            lines.append(f"    lo = k - {nw - 1}")
+        elif kind == 1:
+            lines.append(f"    lo = (k // {nw}) * {nw}")
+        else:
+            lines += [
+                f"    hi = (k // {nw}) * {nw} - 1",
+                f"    lo = hi - {nw - 1}",
+                "    j1 = bisect_right(keys, hi)",
+            ]
+        lines += [
+            f"    c = caches[{i}]",
+            "    if c[0] == lo and c[1] == hi:",
+            f"        a{i} = c[4]",
+            "    else:",
+            "        j0 = bisect_left(keys, lo, 0, j1)",
+            "        if j0 >= j1:",
+            f"            a{i} = None",
+            "            c[:] = (lo, hi, None, None, None)",
+            "        else:",
+            "            first = keys[j0]",
+            "            last = keys[j1 - 1]",
+            f"            a{i} = c[4]",
+            f"            if a{i} is not None and c[2] == first and c[3] <= last:",
+            "                if c[3] != last:",
+            f"                    a{i} = extend(a{i}, rows, bisect_right(keys, c[3], j0, j1), j1)",
+            "            else:",
+            f"                a{i} = extend(first_acc(rows[j0]), rows, j0 + 1, j1)",
+            f"            c[:] = (lo, hi, first, last, a{i})",
+            "        if hi > self._cmax:",
+            "            self._cmax = hi",
+        ]
+    names = ", ".join(f"a{i}" for i in range(len(tiles_per_window)))
+    lines += ["    self._ck = k", f"    self._accl = accs = [{names}]", "    return accs"]
+    return "\n".join(lines) + "\n"
 
 
 class AggregatorPlan:
@@ -337,6 +352,14 @@ class AggregatorPlan:
         self.row_fields = self.fused.row_fields
         fixed = self.window_type == "fixed"
         kind = 0 if not fixed else (2 if fixed_window_type is FixedWindowType.LastClosedWindow else 1)
+        ns = {
+            "bisect_left": bisect_left,
+            "bisect_right": bisect_right,
+            "extend": self.fused.extend,
+            "first_acc": self.fused.first_acc,
+        }
+        self.accs_source = _accs_source(kind, windows.tiles_per_window)
+        accs = compile_function(self.accs_source, "accs", ns, f"<storey state {self.name}.accs>")
         self.state_class: type[KeyState] = type(
             f"KeyState_{self.name}",
             (KeyState,),
@@ -355,6 +378,7 @@ class AggregatorPlan:
                 "_extend": staticmethod(self.fused.extend),
                 "_emit": staticmethod(self.fused.emit),
                 "_emit_values": staticmethod(self.fused.emit_values),
+                "_accs": accs,
             },
         )
 
