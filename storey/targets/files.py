@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as _dt
+import io
 import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -134,6 +135,21 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def _has_cr(row: list[Any]) -> bool:
+    return any(type(v) is str and "\r" in v for v in row)
+
+
+def _crlf_safe_line(row: list[Any]) -> str:
+    """One CSV line ending in ``'\n'`` whose fields holding ``'\r'`` are quoted.
+
+    With ``lineterminator='\n'`` the csv module quotes fields holding ``'\n'`` but not ``'\r'``, which
+    readers treat as a line break; writing with ``'\r\n'`` quotes both, and the terminator is then swapped.
+    """
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(row)
+    return buf.getvalue()[:-2] + "\n"
+
+
 class WriteToCSV(_BufferedWriter):
     """Write events as CSV rows.
 
@@ -221,13 +237,23 @@ class WriteToCSV(_BufferedWriter):
         self._file = open_output(self._path, "w", self._storage_options)
         self._writer = csv.writer(self._file, lineterminator="\n")
         if self._header:
-            self._writer.writerow(names)
+            self._write_lines([list(names)])  # type: ignore[arg-type]
 
     def _write(self, rows: list[Any]) -> None:
         if self._file is None:
             self._open()
-        self._writer.writerows([[_csv_value(v) for v in row] for row in rows])
+        self._write_lines([[_csv_value(v) for v in row] for row in rows])
         self._file.flush()
+
+    def _write_lines(self, lines: list[list[Any]]) -> None:
+        if any(map(_has_cr, lines)):
+            for line in lines:
+                if _has_cr(line):
+                    self._file.write(_crlf_safe_line(line))
+                else:
+                    self._writer.writerow(line)
+        else:
+            self._writer.writerows(lines)
 
     def _finish(self) -> None:
         try:
