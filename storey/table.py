@@ -71,6 +71,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from storey.drivers.base import Driver
+from storey.event import Event
 from storey.errors import StoreyError
 
 __all__ = [
@@ -155,6 +156,12 @@ def _cache_key(key: Any) -> Hashable:
     if type(key) is list:
         return tuple(_cache_key(element) for element in key)
     return key
+
+
+def _resolved(last_event: tuple[Any, int | None]) -> tuple[Any, int | None]:
+    """``(id, time_ns)`` of a last-event mark whose first item may be the `Event` itself."""
+    ref, t = last_event
+    return (ref.id if isinstance(ref, Event) else ref), t
 
 
 class _Entry:
@@ -471,6 +478,27 @@ class Table:
             entry.last_event_dirty = True
         self._mark_dirty(ck, entry)
 
+    def mark_states_dirty(self, key: Any, names: Sequence[str], event: Any, event_time_ns: int) -> None:
+        """`mark_state_dirty` for several aggregators of one key and one event at once.
+
+        The per-event path of `AggregateByKey`. `event` is the `Event` applied last (its id is read only
+        when the key is written, so ids need not be drawn for events that are never persisted last).
+        """
+        ck = _cache_key(key)
+        if ck is None:
+            return
+        entry = self._entries.get(ck)
+        if entry is None:
+            msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
+            raise KeyError(msg)
+        dirty = entry.dirty_states
+        for name in names:
+            dirty[name] = None
+        entry.last_event = (event, event_time_ns)
+        entry.last_event_dirty = True
+        if ck not in self._dirty:
+            self._mark_dirty(ck, entry)
+
     def states(self, name: str) -> list[tuple[Hashable, Any]]:
         """``(key, state)`` for every key holding a live state of aggregator ``name``, in first-use order."""
         return [(ck, entry.states[name]) for ck, entry in self._entries.items() if name in entry.states]
@@ -492,12 +520,12 @@ class Table:
         ck = _cache_key(key)
         entry = self._entries.get(ck)
         if entry is not None and entry.last_event is not None:
-            return entry.last_event
+            return _resolved(entry.last_event)
         if ck is None:
             return None
         entry = await self._loaded(ck)
         if entry.last_event is not None:
-            return entry.last_event
+            return _resolved(entry.last_event)
         record = entry.record or {}
         if LAST_EVENT_ID not in record and LAST_EVENT_TIME_NS not in record:
             return None
@@ -658,7 +686,7 @@ class Table:
         for name in entry.dirty_states:
             record[STATE_PREFIX + name] = entry.states[name].encode()
         if entry.last_event_dirty and entry.last_event is not None:
-            record[LAST_EVENT_ID], record[LAST_EVENT_TIME_NS] = entry.last_event
+            record[LAST_EVENT_ID], record[LAST_EVENT_TIME_NS] = _resolved(entry.last_event)
         entry.dirty_attrs = {}
         entry.dirty_states = {}
         entry.last_event_dirty = False

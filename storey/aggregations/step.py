@@ -299,6 +299,8 @@ class AggregateByKey(Flow):
         self._readers = [ValueReader(a, self.name) for a in aggs]
         self._filters = [a.aggr_filter for a in aggs]
         self._emitter = Emitter(self.emit_policy, aggs)
+        self._every = isinstance(self.emit_policy, EmitEveryEvent)
+        self._slots = list(zip(self._readers, self._filters, strict=True))
 
     # ------------------------------------------------------------------------------------ per event
     def _do(self, event: Event) -> Awaitable[Any] | None:
@@ -382,27 +384,36 @@ class AggregateByKey(Flow):
     def _apply(self, event: Event, key: Any, t: int, states: list[KeyState]) -> Awaitable[Any] | None:
         metrics = self.metrics
         metrics["events"] += 1
-        element = copy(event) if self._full_event else event.body
+        body = event.body
+        element = copy(event) if self._full_event else body
         late = False
-        for st, reader, flt in zip(states, self._readers, self._filters, strict=True):
+        i = 0
+        for reader, flt in self._slots:
+            st = states[i]
+            i += 1
             if not st.observe(t):
                 late = True
                 continue
             if flt is not None and not flt(element):
                 continue
-            v = reader.read(event, element)
-            if v is _SKIP:
-                metrics["skipped_values"] += 1
-                continue
+            if reader.from_body:
+                try:
+                    v = body[reader.field]
+                except (KeyError, TypeError):
+                    v = reader.read(event, element)  # raises the right error
+            else:
+                v = reader.field(element)
+            if type(v) is not float or v != v:
+                v = reader.convert(v, event)
+                if v is _SKIP:
+                    metrics["skipped_values"] += 1
+                    continue
             st.add(v, t)
         if late:
             metrics["late_events"] += 1
         if key is not None:
-            mark = self.table.mark_state_dirty
-            eid = event.id
-            for name in self._names:
-                mark(key, name, eid, t)
-        if self._emitter.on_event(key, t, event):
+            self.table.mark_states_dirty(key, self._names, event, t)
+        if self._every or self._emitter.on_event(key, t, event):
             return self._forward(self._output(event, key, t, states))
         return None
 

@@ -1,0 +1,106 @@
+"""README AggregateByKey flow: events/s of storey next to upstream storey, in the same run.
+
+Usage::
+
+    .venv/bin/python -m benchmarks.bench_aggregate [--events 1000000] [--upstream-events 200000]
+
+Workload: `benchmarks._data` (10 k keys, 5 events/s, late events), the seed README features (13): clicks
+count and purchases avg/min/max over ``SlidingWindows(['1h','2h','24h'], '10m')``, failed activities count
+over ``SlidingWindows(['1h'], '10m')`` filtered on ``activity_status == 'fail'``; in-memory table; rows fed
+through ``controller.emit`` (bodies as dicts with datetime times), as upstream's script does. Upstream runs
+in its own virtualenv (same import name) on the first ``--upstream-events`` rows of the same file (it is
+~100x slower; its rate rises with N as per-key set-up amortises, so its second-half rate is shown too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from typing import Any
+
+from benchmarks._data import events_path, streaming_events
+from benchmarks._upstream import upstream_aggregate
+
+FEATURES = 13
+
+
+def readme_step() -> Any:
+    from storey import AggregateByKey, FieldAggregator, FieldEquals, NoopDriver, SlidingWindows, Table
+
+    windows = SlidingWindows(["1h", "2h", "24h"], "10m")
+    return AggregateByKey(
+        [
+            FieldAggregator("number_of_clicks", "click", ["count"], windows),
+            FieldAggregator("purchases", "purchase_amount", ["avg", "min", "max"], windows),
+            FieldAggregator(
+                "failed_activities",
+                "activity_status",
+                ["count"],
+                SlidingWindows(["1h"], "10m"),
+                aggr_filter=FieldEquals("activity_status", "fail"),
+            ),
+        ],
+        Table("x", NoopDriver()),
+        key="key",
+        time_field="time",
+    )
+
+
+def run_storey(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from storey import Reduce, Source, build_flow
+
+    step = readme_step()
+    n = len(rows)
+    half = n // 2
+    start = time.perf_counter()
+    controller = build_flow([Source(), step, Reduce(0, lambda acc, body: acc + 1)]).run()
+    for i, body in enumerate(rows):
+        if i == half:
+            t_half = time.perf_counter()
+        controller.emit(body)
+    count = controller.terminate(wait=True)
+    end = time.perf_counter()
+    if count != n:
+        raise SystemExit(f"emitted {count} events of {n}")
+    seconds = end - start
+    return {
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(n / seconds, 1),
+        "second_half_events_per_s": round((n - half) / (end - t_half), 1),
+        "us_per_event_per_feature": round(seconds / n / FEATURES * 1e6, 3),
+        "metrics": step.metrics,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--upstream-events", type=int, default=200_000)
+    parser.add_argument("--no-upstream", action="store_true")
+    args = parser.parse_args()
+    path = events_path(max(args.events, args.upstream_events))
+    rows = streaming_events(args.events, source_rows=max(args.events, args.upstream_events))
+    ours = run_storey(rows)
+    del rows
+    ours["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    results = {"storey": ours}
+    if not args.no_upstream:
+        results["upstream"] = upstream_aggregate(path, args.upstream_events)
+    print(f"{'engine':10} {'events':>9} {'events/s':>11} {'2nd half/s':>11} {'us/ev/feature':>14}")
+    for name, r in results.items():
+        print(
+            f"{name:10} {r['events']:>9,} {r['events_per_s']:>11,.0f} {r['second_half_events_per_s']:>11,.0f} "
+            f"{r['us_per_event_per_feature']:>14.3f}"
+        )
+    if "upstream" in results:
+        ratio = ours["events_per_s"] / results["upstream"]["events_per_s"]
+        ratio2 = ours["second_half_events_per_s"] / results["upstream"]["second_half_events_per_s"]
+        print(f"ratio storey/upstream: {ratio:.1f}x overall, {ratio2:.1f}x second half")
+    print(json.dumps(results, default=str))
+
+
+if __name__ == "__main__":
+    main()
