@@ -71,8 +71,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from storey.drivers.base import Driver
-from storey.event import Event
 from storey.errors import StoreyError
+from storey.event import Event
 
 __all__ = [
     "LAST_EVENT_ID",
