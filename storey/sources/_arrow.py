@@ -55,12 +55,13 @@ def column_to_pylist(column: Any) -> list[Any]:
         t = column.type
     if not pa.types.is_timestamp(t):
         return column.to_pylist()
-    raw = column.view(pa.int64()).to_numpy(zero_copy_only=False)
+    ints = column.view(pa.int64())
     factor = _UNIT_NS[t.unit]
     valid = None
-    if column.null_count:
+    if column.null_count:  # to_numpy would give float64 with NaN for the nulls: fill them first
         valid = column.is_valid().to_numpy(zero_copy_only=False)
-        raw = np.where(valid, raw, 0)
+        ints = ints.fill_null(0)
+    raw = ints.to_numpy(zero_copy_only=False)
     if factor != 1:
         limit = (2**63 - 1) // factor
         if np.abs(raw).max(initial=0) > limit:

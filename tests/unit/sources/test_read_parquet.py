@@ -178,3 +178,12 @@ def test_list_key_and_arrow_python_conversion(tmp_path):
     assert events[0].body["l"] == [1, 2] and events[1].body["l"] is None
     assert events[0].body["d"] == dt.date(2024, 1, 1)
     assert np.isnan(events[0].body["f"])
+
+
+def test_nullable_timestamp_column_keeps_exact_microseconds(tmp_path):
+    # regression: a null made Arrow give float64 ints, which rounded 946684800000001000 ns to ...1024
+    values = [dt.datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC), None]
+    path = write(str(tmp_path / "n.parquet"), pa.table({"t": pa.array(values, pa.timestamp("us", "UTC"))}))
+    events = collect(ReadParquet(path))
+    assert [e.body["t"] for e in events] == values
+    assert type(events[0].body["t"]) is dt.datetime
