@@ -98,7 +98,11 @@ class ConcurrentStep(Flow):
 
     def _cancel_pending(self) -> None:
         for _, task in self._queue:
-            task.cancel()
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: the flow already failed with the first error
+            else:
+                task.cancel()
         self._queue.clear()
         if self._room is not None and not self._room.done():
             self._room.set_result(None)

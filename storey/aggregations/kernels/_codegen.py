@@ -22,10 +22,17 @@ from __future__ import annotations
 import ast
 import math
 import textwrap
+import threading
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["compile_function", "indent", "rename", "safe_sqrt"]
+
+
+_AST_LOCK = threading.Lock()
+"""CPython 3.11's AST converter keeps its recursion depth in interpreter-global state, so `ast.parse` in two
+threads at once (flows start in their own threads) can fail with ``SystemError: AST constructor recursion
+depth mismatch`` later; every parse here is serialised."""
 
 
 def safe_sqrt(x: float) -> float:
@@ -49,7 +56,8 @@ def rename(code: str, mapping: Callable[[str], str | None]) -> str:
     >>> rename("_d = v - mean\\nmean = mean + _d", lambda x: "_k1" + x if x.startswith("_") else None)
     '_k1_d = v - mean\\nmean = mean + _k1_d'
     """
-    tree = ast.parse(textwrap.dedent(code))
+    with _AST_LOCK:
+        tree = ast.parse(textwrap.dedent(code))
 
     class _Renamer(ast.NodeTransformer):
         def visit_Name(self, node: ast.Name) -> ast.Name:
@@ -58,12 +66,15 @@ def rename(code: str, mapping: Callable[[str], str | None]) -> str:
                 node.id = new
             return node
 
-    return ast.unparse(_Renamer().visit(tree))
+    with _AST_LOCK:
+        return ast.unparse(_Renamer().visit(tree))
 
 
 def names_in(code: str) -> set[str]:
     """All variable names a template or expression mentions."""
-    return {node.id for node in ast.walk(ast.parse(textwrap.dedent(code))) if isinstance(node, ast.Name)}
+    with _AST_LOCK:
+        tree = ast.parse(textwrap.dedent(code))
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
 def indent(code: str, level: int) -> str:
