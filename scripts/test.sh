@@ -16,5 +16,7 @@ echo "== installing storey[test]"
 export STOREY_REQUIRE_SERVICES=${STOREY_REQUIRE_SERVICES:-1}
 echo "== ruff"
 .venv/bin/ruff check storey tests benchmarks
+echo "== docs (mkdocs build --strict)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q -d "${TMPDIR:-/tmp}/storey-site"
 echo "== pytest"
 .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
