@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from itertools import repeat
-from operator import add, mul
 from typing import Any
 
 import numpy as np
@@ -28,19 +27,44 @@ from storey.sources._reading import dict_rows
 
 __all__ = ["column_to_pylist", "datetimes_from_ns", "rows_from_batch"]
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-_MICROSECOND = _dt.timedelta(microseconds=1)
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 def datetimes_from_ns(ns: np.ndarray) -> list[Any]:
     """Aware UTC datetimes for int64 epoch ns (a `pandas.Timestamp` where sub-µs digits are present)."""
     micros, rest = np.divmod(ns, 1000)
-    out = list(map(add, repeat(_EPOCH), map(mul, repeat(_MICROSECOND), micros.tolist())))
+    out = _aware_datetimes(micros)
     if rest.any():
         for i in np.flatnonzero(rest).tolist():
             out[i] = from_ns(int(ns[i]))
     return out
+
+
+def _aware_datetimes(micros: np.ndarray) -> list[_dt.datetime]:
+    """Aware UTC datetimes for epoch microseconds, built from their 10-byte pickle states.
+
+    ``datetime(state, tzinfo)`` is the constructor pickle uses (``datetime.__reduce__``): the fields are
+    computed for the whole array with numpy, which is about twice as fast as ``epoch + timedelta`` per value.
+    """
+    n = len(micros)
+    us = micros.astype("datetime64[us]")
+    day = us.astype("datetime64[D]")
+    month = day.astype("datetime64[M]")
+    year = month.astype("datetime64[Y]").astype(np.int64) + 1970
+    rest = (us - day.astype("datetime64[us]")).astype(np.int64)  # µs since midnight
+    state = np.empty((n, 10), dtype=np.uint8)
+    state[:, 0] = year >> 8
+    state[:, 1] = year & 255
+    state[:, 2] = month.astype(np.int64) - (year - 1970) * 12 + 1
+    state[:, 3] = (day - month.astype("datetime64[D]")).astype(np.int64) + 1
+    state[:, 4] = rest // 3_600_000_000
+    state[:, 5] = rest // 60_000_000 % 60
+    state[:, 6] = rest // 1_000_000 % 60
+    fraction = rest % 1_000_000
+    state[:, 7] = fraction >> 16
+    state[:, 8] = (fraction >> 8) & 255
+    state[:, 9] = fraction & 255
+    return list(map(_dt.datetime, state.view("V10").ravel().tolist(), repeat(_dt.UTC, n)))
 
 
 def column_to_pylist(column: Any) -> list[Any]:

@@ -73,6 +73,7 @@ _US_MIN = -(2**63 - 1) // 1000 + 1  # µs values whose ns form fits the range of
 _US_MAX = (2**63 - 1) // 1000
 _MS_MAX = (2**63 - 1) // 1_000_000
 _fromiso = _dt.datetime.fromisoformat
+_combine = _dt.datetime.combine
 _days = attrgetter("days")
 _seconds = attrgetter("seconds")
 _micros = attrgetter("microseconds")
@@ -91,7 +92,7 @@ def _utc(d: _dt.datetime) -> _dt.datetime:
     if tz is UTC:
         return d
     if tz is None or d.utcoffset() is None:
-        return d.replace(tzinfo=UTC)
+        return _combine(d, d.time(), UTC)  # about 4x faster than d.replace(tzinfo=UTC)
     return d.astimezone(UTC)
 
 
@@ -504,6 +505,8 @@ class CSVParser:
         cols = list(zip(*rows, strict=False))  # every row has n fields (checked by the caller)
         kinds = list(self.kinds)
         values: list[Sequence[Any]] = []
+        ti = self._ti
+        time_ns = None
         for j, col in enumerate(cols):
             kind = kinds[j]
             if kind is None:
@@ -512,23 +515,26 @@ class CSVParser:
                     values.append([None] * len(col))
                     continue
                 kind = kinds[j] = _infer_kind(first, self.timestamp_format)
-            converted = self._fast_column(kind, col)
+            converted, ns = self._fast_column(kind, col)
             if converted is None:
                 return None
             values.append(converted)
-        time_ns = None
-        if self._ti is not None:
-            time_ns = self._fast_times(kinds[self._ti], values[self._ti])
+            if j == ti:
+                time_ns = ns
+        if ti is not None and time_ns is None:
+            time_ns = self._fast_times(kinds[ti], values[ti])
             if time_ns is None:
                 return None
         self.kinds = kinds
         self.rows += len(rows)
         return CSVBatch(path, self.names, values, starts, time_ns)
 
-    def _fast_column(self, kind: str, col: tuple[str, ...]) -> Sequence[Any] | None:
+    def _fast_column(self, kind: str, col: tuple[str, ...]) -> tuple[Sequence[Any] | None, list[int] | None]:
+        """Converted values (``None`` when the batch needs the reference path) and, for ISO datetime
+        columns of one simple layout, their epoch ns."""
         empty = "" in col
         if kind == "str":
-            return [s or None for s in col] if empty else col
+            return ([s or None for s in col] if empty else col), None
         if kind == "datetime":
             if self.timestamp_format is None:
                 return _fast_iso(col, empty)
@@ -538,13 +544,13 @@ class CSVParser:
         try:
             if kind == "bool":
                 if empty:
-                    return [_BOOLS[s.lower()] if s else None for s in col]
-                return list(map(_BOOLS.__getitem__, map(str.lower, col)))
+                    return [_BOOLS[s.lower()] if s else None for s in col], None
+                return list(map(_BOOLS.__getitem__, map(str.lower, col))), None
             if empty:
-                return [conv(s) if s else None for s in col]
-            return list(map(conv, col))
+                return [conv(s) if s else None for s in col], None
+            return list(map(conv, col)), None
         except (ValueError, KeyError, OverflowError):
-            return None
+            return None, None
 
     def _fast_times(self, kind: str | None, values: Sequence[Any]) -> list[int] | None:
         if kind is None or None in values:
@@ -553,7 +559,9 @@ class CSVParser:
             return _datetimes_ns(values)
         if kind == "str":
             if self.timestamp_format is None:
-                dts = _fast_iso(values, False)
+                dts, ns = _fast_iso(values, False)
+                if ns is not None:
+                    return ns
             else:
                 try:
                     dts = [self._parse_dt(s) for s in values]
@@ -668,21 +676,98 @@ class CSVParser:
 
 
 # ------------------------------------------------------------------------------ vectorised helpers
-def _fast_iso(col: Sequence[str], empty: bool) -> list[Any] | None:
-    """ISO datetimes for a whole column, or ``None`` when a value needs the per-value path."""
+def _fast_iso(col: Sequence[str], empty: bool) -> tuple[list[Any] | None, list[int] | None]:
+    """ISO datetimes of a whole column and, for one simple layout, their epoch ns.
+
+    Returns ``(None, None)`` when a value needs the per-value path.
+    """
+    if not empty and col:
+        fixed = _fixed_layout_ns(col)
+        if fixed is not None:
+            ns, tail = fixed
+            try:
+                dts = list(map(_fromiso, col)) if tail else [_fromiso(s + "+00:00") for s in col]
+            except ValueError:
+                return None, None
+            return dts, ns
     try:
         if empty:
             dts = [_fromiso(s) if s else None for s in col]
         else:
             dts = list(map(_fromiso, col))
     except ValueError:
-        return None
+        return None, None
     if _has_long_fraction(col):
-        return None
+        return None, None
     tzs = set(map(_tzinfo, filter(None, dts))) if empty else set(map(_tzinfo, dts))
     if tzs and tzs != {UTC}:
         dts = [None if d is None else _utc(d) for d in dts]
-    return dts
+    return dts, None
+
+
+_SIMPLE_ISO = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?P<frac>\.[0-9]{1,6})?(?P<tail>Z|\+00:00)?"
+)
+_DATE_TIME_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_MAX_DAYS = 106_750  # |days| below this keeps every ns of the day inside int64
+
+
+def _fixed_layout_ns(col: Sequence[str]) -> tuple[list[int] | None, str] | None:
+    """Epoch ns of a column whose values all have the layout of the first one, when that layout is
+    ``YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}]`` followed by nothing (naive, read as UTC), ``Z`` or ``+00:00``.
+
+    Returns ``(ns, tail)`` (``ns`` is ``None`` outside the ns range), or ``None`` when the layout does not
+    apply. Digits are checked and decoded with numpy; the values themselves are validated by
+    `datetime.fromisoformat`, which the caller runs on the same strings.
+    """
+    first = col[0]
+    m = _SIMPLE_ISO.fullmatch(first)
+    if m is None:
+        return None
+    width = len(first)
+    try:
+        raw = "".join(col).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    n = len(col)
+    if len(raw) != n * width:
+        return None
+    a = np.frombuffer(raw, np.uint8).reshape(n, width)
+    frac = len(m.group("frac") or ".") - 1
+    digit_cols = _DATE_TIME_DIGITS + list(range(20, 20 + frac))
+    fixed = [c for c in range(width) if c not in digit_cols]
+    if not (a[:, fixed] == a[0, fixed]).all():
+        return None
+    d = a[:, digit_cols]
+    if ((d < 48) | (d > 57)).any():
+        return None
+    d = d.astype(np.int64) - 48
+    year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+    days = _days_from_civil(year, d[:, 4] * 10 + d[:, 5], d[:, 6] * 10 + d[:, 7])
+    tail = m.group("tail") or ""
+    if days.min() < -_MAX_DAYS or days.max() > _MAX_DAYS:
+        return None, tail
+    seconds = (
+        (days * 24 + d[:, 8] * 10 + d[:, 9]) * 3600
+        + (d[:, 10] * 10 + d[:, 11]) * 60
+        + d[:, 12] * 10
+        + d[:, 13]
+    )
+    micros = np.zeros(n, dtype=np.int64)
+    for k in range(frac):
+        micros = micros * 10 + d[:, 14 + k]
+    micros *= 10 ** (6 - frac)
+    return (seconds * 1_000_000_000 + micros * 1000).tolist(), tail
+
+
+def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm, vectorised)."""
+    y = y - (m <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
 
 
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")

@@ -412,3 +412,34 @@ def _reference_cell(cell, kind):
     if kind == "int" and "float" in options:
         return options["float"], "float"
     return _SKIP, kind
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(
+        st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)), min_size=1
+    ),
+    sep=st.sampled_from(["T", " "]),
+    frac=st.integers(0, 6),
+    tail=st.sampled_from(["", "Z", "+00:00"]),
+)
+def test_vectorised_iso_column_matches_the_per_value_parse(values, sep, frac, tail):
+    from storey.sources._csvparse import _fast_iso
+
+    col = tuple(
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d}{sep}{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+        + (f".{d.microsecond:06d}"[: frac + 1] if frac else "")
+        + tail
+        for d in values
+    )
+    dts, ns = _fast_iso(col, False)
+    assert dts == [parse_datetime(s) for s in col]
+    assert all(d.tzinfo is UTC for d in dts)
+    expected = []
+    for d in dts:
+        try:
+            expected.append(to_ns(d))
+        except ValueError:  # outside 1677..2262: the column gets no vectorised ns
+            expected = None
+            break
+    assert ns == expected
