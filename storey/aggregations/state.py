@@ -216,6 +216,10 @@ class KeyState:
         start = bisect_left(self.keys, self.M - self._NRET)
         return self.keys[start:], self.rows[start:]
 
+    def copy(self) -> KeyState:
+        """An independent copy (same ``H`` and tiles; caches start empty)."""
+        return self.plan.state_from_tiles(self.H, self.keys, self.rows)
+
     def summary(self, k: int) -> dict[str, Any]:
         """The fields of tile `k` as a dict (the empty summary when the tile holds no value)."""
         row = self.tiles.get(k, self._EMPTY_ROW)

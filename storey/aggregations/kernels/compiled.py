@@ -7,8 +7,14 @@ CPython loop; the contract tests check it. Compiled functions are built lazily a
 
 from __future__ import annotations
 
-import math
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,16 +23,67 @@ from storey._utils._imports import require
 from storey.aggregations.kernels._codegen import compile_function
 from storey.aggregations.kernels.base import Kernel, update_loop_source
 
-__all__ = ["compiled_update_many", "njit"]
+__all__ = ["cache_dir", "compiled_update_many", "load_generated_module", "njit"]
 
 _CACHE: dict[tuple[type, bool, bool], Callable[..., Any]] = {}
 
 
 def njit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` with the settings parity requires: no fastmath, no parallel, no caching of
-    exec-generated code."""
+    """``numba.njit`` with the settings parity requires: no fastmath, no parallel.
+
+    Functions defined in a real source file (the generated modules of `load_generated_module`, or storey's
+    own) are cached on disk; exec-generated functions cannot be.
+    """
     numba = require("numba")
-    return numba.njit(fastmath=False, parallel=False, cache=False)(fn)
+    code = getattr(fn, "__code__", None)
+    cache = code is not None and os.path.isfile(code.co_filename) and _CACHE_OK
+    return numba.njit(fastmath=False, parallel=False, cache=cache)(fn)
+
+
+_CACHE_OK = not os.environ.get("STOREY_NUMBA_NO_CACHE")
+
+
+def cache_dir() -> Path | None:
+    """Where generated modules (and numba's cache of them) live: ``$STOREY_CACHE_DIR`` or
+    ``~/.cache/storey``; ``None`` when it is not writable."""
+    root = os.environ.get("STOREY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "storey")
+    path = Path(root) / "generated"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def load_generated_module(source: str, prefix: str) -> ModuleType:
+    """Import generated `source` as a module whose file name is its content hash.
+
+    A real file lets numba cache the compiled code across processes (the first compile of a runner takes
+    seconds). Equal sources share one file; files are written atomically and never rewritten. Without a
+    writable cache directory the source is executed in memory (compiled anew in each process).
+    """
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    name = f"{prefix}_{digest}"
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    folder = cache_dir()
+    if folder is None:
+        module = ModuleType(name)
+        compile_function(source, "__name__", module.__dict__, f"<{name}>")  # exec into the module's namespace
+    else:
+        path = folder / f"{name}.py"
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(source)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
 
 
 def compiled_update_many(kernel: Kernel, capped: bool, prefixes: bool) -> Callable[..., Any]:
@@ -39,8 +96,12 @@ def compiled_update_many(kernel: Kernel, capped: bool, prefixes: bool) -> Callab
     fn = _CACHE.get(key)
     if fn is None:
         src = update_loop_source(kernel, "update_many_nb", capped=capped, prefixes=prefixes, arrays=True)
-        name = f"<storey kernel {kernel.name}.update_many numba capped={capped} prefixes={prefixes}>"
-        jitted = njit(compile_function(src, "update_many_nb", {"np": np, "math": math}, name))
+        header = (
+            f'"""Generated: update_many of {kernel.name!r}, capped={capped}, prefixes={prefixes}."""\n\n'
+            "import math  # noqa: F401 - templates may use it\n\nimport numpy as np\n\n"
+            "from storey.aggregations.kernels.compiled import njit\n\n\n@njit\n"
+        )
+        jitted = load_generated_module(header + src, f"storey_kernel_{kernel.name}").update_many_nb
         dummy_cap = 0.0
 
         def fn(st: tuple, n: int, values: np.ndarray, times_ns: np.ndarray, cap: float | None) -> Any:
