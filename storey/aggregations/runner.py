@@ -290,14 +290,18 @@ def _run_numba(
     m, q = len(times), len(q_tau)
     ints = _feature_dtypes(plan)
     n_int = ints.count(True)
-    out_i = np.zeros((m, n_int), np.int64)
-    out_f = np.zeros((m, len(ints) - n_int), np.float64)
-    qout_i = np.zeros((q, n_int), np.int64)
-    qout_f = np.zeros((q, len(ints) - n_int), np.float64)
+    out_i = np.zeros((m, n_int), np.int64, order="F")  # columns are the feature arrays: no copies
+    out_f = np.zeros((m, len(ints) - n_int), np.float64, order="F")
+    qout_i = np.zeros((q, n_int), np.int64, order="F")
+    qout_f = np.zeros((q, len(ints) - n_int), np.float64, order="F")
     accepted = np.zeros(m, np.bool_)
     present = np.zeros(m, np.bool_)
     q_present = np.zeros(q, np.bool_)
-    bound = len(init_keys) + int(np.count_nonzero(valid))
+    # retained tiles of a key lie in [M - NRET, M]; a key has at most its init tiles plus one per event
+    per_key = np.minimum(
+        np.diff(init_off) + np.diff(starts), (3 if plan.window_type == "fixed" else 2) * plan.n_slots - 1
+    )
+    bound = int(np.cumsum(per_key)[-1]) if n_keys else 0
     fin_h = np.zeros(n_keys, np.int64)
     fin_off = np.zeros(n_keys + 1, np.int64)
     fin_keys = np.zeros(bound, np.int64)
@@ -316,10 +320,10 @@ def _run_numba(
     ii = fi = 0
     for name, is_int in zip(plan.feature_names, ints, strict=True):
         if is_int:
-            feats[name], qfeats[name] = out_i[:, ii].copy(), qout_i[:, ii].copy()
+            feats[name], qfeats[name] = out_i[:, ii], qout_i[:, ii]
             ii += 1
         else:
-            feats[name], qfeats[name] = out_f[:, fi].copy(), qout_f[:, fi].copy()
+            feats[name], qfeats[name] = out_f[:, fi], qout_f[:, fi]
             fi += 1
     total = int(fin_off[-1])
     columns: list[np.ndarray] = []
@@ -575,17 +579,8 @@ def run(starts, times, values, valid, evalmask, q_key, q_before, q_tau,
                 j = bisect_left(wkeys, T, k)
                 if j == T or wkeys[j] != k:
                     if T == wkeys.shape[0]:
-                        wkeys, wi, wf = grow(wkeys, wi, wf)
-                    for x in range(T, j, -1):
-                        wkeys[x] = wkeys[x - 1]
-                        for c in range(wi.shape[1]):
-                            wi[x, c] = wi[x - 1, c]
-                        for c in range(wf.shape[1]):
-                            wf[x, c] = wf[x - 1, c]
-                    wkeys[j] = k
-{indent(init_row, 5)}
-                    T += 1
-                    if j == T - 1:
+                        # full: first drop the tiles below the retention bound (lazily, amortised O(1);
+                        # keeping more tiles never changes a result), grow only if nothing can go
                         cut = bisect_left(wkeys, T, M - {nret})
                         if cut > 0:
                             for x in range(cut, T):
@@ -596,6 +591,20 @@ def run(starts, times, values, valid, evalmask, q_key, q_before, q_tau,
                                     wf[x - cut, c] = wf[x, c]
                             T -= cut
                             j -= cut
+                            for w in range({n_w}):
+                                c_ok[w] = False
+                                c_has[w] = False
+                        else:
+                            wkeys, wi, wf = grow(wkeys, wi, wf)
+                    for x in range(T, j, -1):
+                        wkeys[x] = wkeys[x - 1]
+                        for c in range(wi.shape[1]):
+                            wi[x, c] = wi[x - 1, c]
+                        for c in range(wf.shape[1]):
+                            wf[x, c] = wf[x - 1, c]
+                    wkeys[j] = k
+{indent(init_row, 5)}
+                    T += 1
                 v = values[e]
 {indent(load("", "j", row_fields), 4)}
 {indent(update, 4)}

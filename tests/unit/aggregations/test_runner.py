@@ -160,3 +160,34 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError, match="sorted"):
         run_keys(plan, [0, 2], t, np.ones(2), np.ones(2, bool), query_keys=np.array([0, 0]),
                  query_before=np.array([1, 0]), query_times=t)  # fmt: skip
+
+
+@pytest.mark.parametrize("plan_name", list(PLANS))
+def test_long_streams_exercise_pruning_and_growth(plan_name):
+    """Hundreds of tiles per key: the numba working arrays fill up, prune lazily and (with big initial
+    states) grow; results and final states still equal the python engine's."""
+    plan = PLANS[plan_name]
+    rng = np.random.default_rng(5)
+    starts, times, values = [0], [], []
+    for _key in range(3):
+        t = BASE + int(rng.integers(0, 10 * S))
+        for _ in range(400):
+            t += int(rng.integers(0, 2 * S))
+            times.append(t - (int(rng.integers(0, 8 * S)) if rng.random() < 0.2 else 0))
+            values.append(float(rng.normal(0, 10)))
+        starts.append(len(times))
+    times_a = np.array(times, dtype=np.int64)
+    values_a = np.array(values)
+    valid = rng.random(len(times)) < 0.9
+    # initial states holding far more tiles than the working arrays start with (an unpruned KeyState)
+    init = []
+    for k in range(3):
+        st = plan.new_state()
+        for i in range(300):
+            st.update(float(i), BASE - 400 * S + i * S)
+        init.append(st if k != 1 else None)
+    for with_init in (None, init):
+        a = run_keys(plan, starts, times_a, values_a, valid, init=with_init, engine="python")
+        b = run_keys(plan, starts, times_a, values_a, valid, init=with_init, engine="numba")
+        assert_runs_equal(a, b)
+        assert not a.accepted.all()  # the stream does contain too-late events
