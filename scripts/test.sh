@@ -20,3 +20,5 @@ echo "== docs (mkdocs build --strict)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q -d "${TMPDIR:-/tmp}/storey-site"
 echo "== pytest"
 .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
+echo "== notebooks (executed with nbmake)"
+.venv/bin/python -m pytest -p no:cacheprovider -q --nbmake notebooks/*.ipynb
