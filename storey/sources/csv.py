@@ -9,11 +9,13 @@ from typing import Any
 from storey.event import Event
 from storey.flow.runtime import Run
 from storey.sources._csvparse import CSVBatch, CSVParser, check_field
-from storey.sources._reading import dict_rows, guard_reading, make_events
+from storey.sources._reading import dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
 from storey.steps.batching import pop_synonym
 
 __all__ = ["CSVSource", "ReadCSV"]
+
+_PARSE_BATCH = 1024  # rows parsed at once; events are then handed on in chunks of EVENT_CHUNK
 
 
 class ReadCSV(ReaderSource):
@@ -106,7 +108,7 @@ class ReadCSV(ReaderSource):
             time_field=self._time_field,
             fields=(self._key_field, self._id_field),
             on_error=self._on_error,
-            batch_size=512,
+            batch_size=_PARSE_BATCH,
             step=self.name,
         )
 
@@ -127,7 +129,7 @@ class ReadCSV(ReaderSource):
                     self.metrics["skipped_rows"] = parser.skipped_rows
                     if build is None:
                         build = self._body_builder(batch)
-                    yield self._batch_events(batch, parser, build)
+                    yield from self._batch_events(batch, parser, build)
         finally:
             self.metrics["rows"] = parser.rows
             self.metrics["skipped_rows"] = parser.skipped_rows
@@ -144,11 +146,11 @@ class ReadCSV(ReaderSource):
 
     def _batch_events(
         self, batch: CSVBatch, parser: CSVParser, build: Callable[[list[Sequence[Any]]], list[Any]]
-    ) -> list[Event]:
+    ) -> Iterator[list[Event]]:
         cols = batch.columns
         key = None if self._key_field is None else cols[parser.field_index(self._key_field)]
         ids = None if self._id_field is None else cols[parser.field_index(self._id_field)]
-        return make_events(build(cols), key, batch.time_ns, batch.path, batch.lines, ids)
+        return event_chunks(build, cols, key, batch.time_ns, batch.path, batch.lines, ids)
 
 
 def _list_rows(columns: list[Sequence[Any]]) -> list[list[Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 from storey.errors import MissingFieldError
 from storey.event import Event
 from storey.flow.runtime import Run
-from storey.sources._reading import checked_times, dict_rows, guard_reading, make_events
+from storey.sources._reading import checked_times, dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
 from storey.steps.batching import pop_synonym
 
@@ -113,9 +113,9 @@ class DataframeSource(ReaderSource):
                     positions = range(start, start + bad)
             if len(positions):
                 ids = None if self._id_column is None else by_label[self._id_column]
-                events = make_events(build(columns), self._keys(by_label), times, None, positions, ids)
-                self.metrics["rows"] += len(events)
-                yield events
+                for events in event_chunks(build, columns, self._keys(by_label), times, None, positions, ids):
+                    self.metrics["rows"] += len(events)
+                    yield events
             if error is not None:
                 raise error
 

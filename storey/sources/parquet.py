@@ -16,7 +16,7 @@ from storey.errors import MissingFieldError
 from storey.event import Event
 from storey.flow.runtime import Run
 from storey.sources._arrow import column_to_pylist
-from storey.sources._reading import checked_times, dict_rows, guard_reading, make_events
+from storey.sources._reading import checked_times, dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
 
 __all__ = ["ParquetSource", "ReadParquet", "open_parquet"]
@@ -177,8 +177,8 @@ class ReadParquet(ReaderSource):
             n = rb.num_rows
             positions = np.arange(offset, offset + n)
             offset += n
-            events, error = self._batch_events(file.path, rb, names, parts, part_values, positions, build)
-            if events:
+            chunks, error = self._batch_events(file.path, rb, names, parts, part_values, positions, build)
+            for events in chunks:
                 self.metrics["rows"] += len(events)
                 yield events
             if error is not None:
@@ -193,8 +193,8 @@ class ReadParquet(ReaderSource):
         part_values: dict[str, Any],
         positions: np.ndarray,
         build: Any,
-    ) -> tuple[list[Event], BaseException | None]:
-        """Events of one Arrow batch, and the error of its first bad row (rows before it are kept)."""
+    ) -> tuple[Iterator[list[Event]], BaseException | None]:
+        """Event lists of one Arrow batch, and the error of its first bad row (rows before it are kept)."""
         error: BaseException | None = None
         times = None
         if self._time_field is not None:
@@ -213,7 +213,7 @@ class ReadParquet(ReaderSource):
                 times = None if times is None else times[idx]
         n = rb.num_rows
         if n == 0:
-            return [], error
+            return iter(()), error
         columns = []
         for name in names:
             if name in parts and name not in rb.schema.names:
@@ -223,10 +223,8 @@ class ReadParquet(ReaderSource):
         by_name = dict(zip(names, columns, strict=True))
         keys = self._keys(by_name)
         ids = None if self._id_field is None else by_name[self._id_field]
-        events = make_events(
-            build(columns), keys, None if times is None else times.tolist(), path, positions.tolist(), ids
-        )
-        return events, error
+        ns = None if times is None else times.tolist()
+        return event_chunks(build, columns, keys, ns, path, positions.tolist(), ids), error
 
     def _keys(self, by_name: dict[str, list[Any]]) -> list[Any] | None:
         kf = self._key_field
