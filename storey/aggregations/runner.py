@@ -50,6 +50,9 @@ class KeysRun:
         meaningful where `present`.
     query_present, query_features
         The same for the queries.
+    query_has_data
+        bool[q]: the largest window holds a value as of the query time (`KeyState.has_data`; decides which
+        keys qualify for an `EmitAfterPeriod`/`EmitAfterWindow` boundary).
     final_H, final_offsets, final_tiles, final_columns
         Final states: ``final_H[k]``; the retained tiles of key ``k`` are
         ``final_tiles[final_offsets[k]:final_offsets[k + 1]]`` with one array per field in
@@ -62,6 +65,7 @@ class KeysRun:
     features: dict[str, np.ndarray]
     query_present: np.ndarray
     query_features: dict[str, np.ndarray]
+    query_has_data: np.ndarray
     final_H: np.ndarray
     final_offsets: np.ndarray
     final_tiles: np.ndarray
@@ -186,6 +190,7 @@ def _run_python(
     accepted = np.zeros(m, np.bool_)
     present = np.zeros(m, np.bool_)
     q_present = np.zeros(q, np.bool_)
+    q_has = np.zeros(q, np.bool_)
     feats, qfeats = _empty_outputs(plan, m, q)
     names = plan.feature_names
     columns = [feats[f] for f in names]
@@ -199,6 +204,7 @@ def _run_python(
         st = start.copy() if start is not None else plan.new_state()  # never mutate the caller's states
         for e in range(int(starts[key]), int(starts[key + 1]) + 1):
             while qi < q and qk[qi] == key and qb[qi] == e:
+                q_has[qi] = st.has_data(qt[qi])
                 vals = st.values(qt[qi])
                 if vals is not None:
                     q_present[qi] = True
@@ -237,6 +243,7 @@ def _run_python(
         feats,
         q_present,
         qfeats,
+        q_has,
         np.array([st.H for st in finals], dtype=np.int64),
         np.array(offsets, dtype=np.int64),
         np.array(tiles, dtype=np.int64),
@@ -297,6 +304,7 @@ def _run_numba(
     accepted = np.zeros(m, np.bool_)
     present = np.zeros(m, np.bool_)
     q_present = np.zeros(q, np.bool_)
+    q_has = np.zeros(q, np.bool_)
     # retained tiles of a key lie in [M - NRET, M]; a key has at most its init tiles plus one per event
     per_key = np.minimum(
         np.diff(init_off) + np.diff(starts), (3 if plan.window_type == "fixed" else 2) * plan.n_slots - 1
@@ -310,7 +318,7 @@ def _run_numba(
     n_done = fn(
         starts, times, values, valid, evalmask, q_key, q_before, q_tau,
         init_h, init_off, init_keys, init_i, init_f,
-        accepted, present, out_i, out_f, q_present, qout_i, qout_f,
+        accepted, present, out_i, out_f, q_present, q_has, qout_i, qout_f,
         fin_h, fin_off, fin_keys, fin_i, fin_f,
     )  # fmt: skip
     if n_done != q:
@@ -331,9 +339,8 @@ def _run_numba(
         columns.append(
             fin_i[:total, i_cols.index(j)].copy() if d is np.int64 else fin_f[:total, f_cols.index(j)].copy()
         )
-    return KeysRun(
-        plan, accepted, present, feats, q_present, qfeats, fin_h, fin_off, fin_keys[:total].copy(), columns
-    )
+    tiles = fin_keys[:total].copy()
+    return KeysRun(plan, accepted, present, feats, q_present, qfeats, q_has, fin_h, fin_off, tiles, columns)
 
 
 def _compiled(plan: AggregatorPlan) -> Any:
@@ -524,10 +531,16 @@ def numba_source(plan: AggregatorPlan) -> str:
         for f in row_fields
     )
     update = _update_block(kernels, plan.cap is not None)
+    nmax = plan.windows.n_tiles
+    has_range = {
+        0: f"    lo = k - {nmax - 1}\n    hi = k",
+        1: f"    lo = (k // {nmax}) * {nmax}\n    hi = k",
+        2: f"    hi = (k // {nmax}) * {nmax} - 1\n    lo = hi - {nmax - 1}",
+    }[kind]
     run = f"""
 def run(starts, times, values, valid, evalmask, q_key, q_before, q_tau,
         init_h, init_off, init_keys, init_i, init_f,
-        accepted, present, out_i, out_f, q_present, qout_i, qout_f,
+        accepted, present, out_i, out_f, q_present, q_has, qout_i, qout_f,
         fin_h, fin_off, fin_keys, fin_i, fin_f):
     n_keys = starts.shape[0] - 1
     nq = q_tau.shape[0]
@@ -562,6 +575,7 @@ def run(starts, times, values, valid, evalmask, q_key, q_before, q_tau,
         e_end = starts[key + 1]
         for e in range(starts[key], e_end + 1):
             while qi < nq and q_key[qi] == key and q_before[qi] == e:
+                q_has[qi] = has_data(q_tau[qi], M, T, wkeys)
                 q_present[qi] = evaluate(q_tau[qi], M, T, wkeys, wi, wf, c_ok, c_lo, c_hi, c_first, c_last,
                                          c_has, c_ai, c_af, qout_i[qi], qout_f[qi])
                 qi += 1
@@ -627,6 +641,15 @@ def run(starts, times, values, valid, evalmask, q_key, q_before, q_tau,
             fo += 1
         fin_off[key + 1] = fo
     return qi
+
+
+def has_data(tau, M, T, wkeys):
+    k = tau // P
+    if k < M - {n1}:
+        return False
+{has_range}
+    j = bisect_left(wkeys, T, lo)
+    return j < T and wkeys[j] <= hi
 
 
 def grow(wkeys, wi, wf):

@@ -101,6 +101,7 @@ def assert_runs_equal(a, b):
     assert a.accepted.tolist() == b.accepted.tolist()
     assert a.present.tolist() == b.present.tolist()
     assert a.query_present.tolist() == b.query_present.tolist()
+    assert a.query_has_data.tolist() == b.query_has_data.tolist()
     for name in a.plan.feature_names:
         for x, y, mask in (
             (a.features, b.features, a.present),
