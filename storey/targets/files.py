@@ -13,8 +13,8 @@ import csv
 import datetime as _dt
 import io
 import uuid
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import IO, Any
 
 from storey._utils._imports import require
 from storey._utils._paths import hive_directory, is_url, join_path, makedirs_for, open_output
@@ -24,7 +24,7 @@ from storey.flow.step import Flow
 from storey.steps.batching import pop_synonym
 from storey.targets._columns import ColumnSelector, parse_columns
 
-__all__ = ["CSVTarget", "ParquetTarget", "WriteToCSV", "WriteToParquet"]
+__all__ = ["CSVTarget", "ParquetTarget", "WriteToCSV", "WriteToParquet", "csv_value", "write_csv_rows"]
 
 
 class _Closer:
@@ -117,6 +117,10 @@ class _BufferedWriter(Flow):
         finally:
             self._finish()
 
+    def _failed(self) -> bool:
+        """Whether the run failed (a failed run only writes what was accepted; it creates nothing else)."""
+        return self._run is not None and self._run.error is not None
+
     # hooks ------------------------------------------------------------------------------------------
     def _reset_files(self) -> None:
         raise NotImplementedError
@@ -129,10 +133,39 @@ class _BufferedWriter(Flow):
 
 
 # ------------------------------------------------------------------------------------------------ CSV
-def _csv_value(value: Any) -> Any:
+def csv_value(value: Any) -> Any:
+    """A value as `WriteToCSV` writes it: dates, datetimes and times in ISO 8601, anything else as the
+    `csv` module writes it (``None`` empty, floats with `repr`)."""
     if isinstance(value, _dt.date | _dt.time):
         return value.isoformat()
     return value
+
+
+def write_csv_rows(f: IO[str], rows: Iterable[Sequence[Any]], writer: Any = None) -> None:
+    r"""Write rows to a text file exactly as `WriteToCSV` does (reusable by `storey.frames` outputs).
+
+    Python `csv` quoting with ``'\n'`` line endings; values converted by `csv_value`. Fields holding
+    ``'\r'`` are quoted too (the csv module only quotes the characters of its line terminator).
+
+    Examples
+    --------
+    >>> import io, datetime
+    >>> buf = io.StringIO()
+    >>> write_csv_rows(buf, [["a", None, 0.1], ["x\ry", datetime.date(2024, 1, 2), 1]])
+    >>> buf.getvalue()
+    'a,,0.1\n"x\ry",2024-01-02,1\n'
+    """
+    if writer is None:
+        writer = csv.writer(f, lineterminator="\n")
+    lines = [[csv_value(v) for v in row] for row in rows]
+    if any(map(_has_cr, lines)):
+        for line in lines:
+            if _has_cr(line):
+                f.write(_crlf_safe_line(line))
+            else:
+                writer.writerow(line)
+    else:
+        writer.writerows(lines)
 
 
 def _has_cr(row: list[Any]) -> bool:
@@ -140,11 +173,8 @@ def _has_cr(row: list[Any]) -> bool:
 
 
 def _crlf_safe_line(row: list[Any]) -> str:
-    """One CSV line ending in ``'\n'`` whose fields holding ``'\r'`` are quoted.
-
-    With ``lineterminator='\n'`` the csv module quotes fields holding ``'\n'`` but not ``'\r'``, which
-    readers treat as a line break; writing with ``'\r\n'`` quotes both, and the terminator is then swapped.
-    """
+    r"""One CSV line ending in ``'\n'`` whose fields holding ``'\r'`` are quoted (written with ``'\r\n'``,
+    which quotes both, then the terminator is swapped)."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\r\n").writerow(row)
     return buf.getvalue()[:-2] + "\n"
@@ -237,28 +267,18 @@ class WriteToCSV(_BufferedWriter):
         self._file = open_output(self._path, "w", self._storage_options)
         self._writer = csv.writer(self._file, lineterminator="\n")
         if self._header:
-            self._write_lines([list(names)])  # type: ignore[arg-type]
+            write_csv_rows(self._file, [names], self._writer)  # type: ignore[list-item]
 
     def _write(self, rows: list[Any]) -> None:
         if self._file is None:
             self._open()
-        self._write_lines([[_csv_value(v) for v in row] for row in rows])
+        write_csv_rows(self._file, rows, self._writer)
         self._file.flush()
-
-    def _write_lines(self, lines: list[list[Any]]) -> None:
-        if any(map(_has_cr, lines)):
-            for line in lines:
-                if _has_cr(line):
-                    self._file.write(_crlf_safe_line(line))
-                else:
-                    self._writer.writerow(line)
-        else:
-            self._writer.writerows(lines)
 
     def _finish(self) -> None:
         try:
-            if self._file is None:
-                self._open()
+            if self._file is None and not self._failed():
+                self._open()  # no event came: truncate (and write the header)
         finally:
             f, self._file = self._file, None
             if f is not None:

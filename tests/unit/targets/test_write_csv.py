@@ -212,3 +212,25 @@ def test_round_trip_through_read_csv(tmp_path, rows):
                 assert type(a) is float and (a == b or (math.isnan(a) and math.isnan(b)))
             else:
                 assert a == b and type(a) is type(b)
+
+
+def test_a_run_that_fails_before_any_row_leaves_an_existing_file_alone(tmp_path):
+    path = tmp_path / "o.csv"
+    path.write_text("previous\n")
+
+    def boom(body):
+        raise RuntimeError("boom")
+
+    with pytest.raises(FlowError):
+        run(WriteToCSV(str(path), columns=["a"], header=True), [{"a": 1}], before=Map(boom))
+    assert path.read_text() == "previous\n"
+
+
+def test_write_csv_rows_is_the_writer_format():
+    import io
+
+    from storey.targets.files import write_csv_rows
+
+    buf = io.StringIO()
+    write_csv_rows(buf, [[None, 1.0, dt.datetime(2024, 1, 1, tzinfo=UTC), "a\rb", "c\nd", True]])
+    assert buf.getvalue() == ',1.0,2024-01-01T00:00:00+00:00,"a\rb","c\nd",True\n'
