@@ -57,7 +57,7 @@ from storey._time import from_ns, to_ns
 from storey._utils._paths import open_input
 from storey.errors import CSVParseError, MissingFieldError
 
-__all__ = ["CSVBatch", "CSVParser", "check_field", "parse_datetime"]
+__all__ = ["CSVBatch", "CSVParser", "UnknownFieldError", "check_field", "parse_datetime"]
 
 logger = logging.getLogger("storey")
 
@@ -80,6 +80,18 @@ _micros = attrgetter("microseconds")
 _tzinfo = attrgetter("tzinfo")
 
 KINDS = ("bool", "int", "float", "datetime", "str")
+
+
+class UnknownFieldError(ValueError):
+    """A key/time/id field is absent from a file's header, or its index is out of range.
+
+    A `ValueError` (as `ReadCSV` specifies); `storey.frames` catches it to report a missing column.
+    """
+
+    def __init__(self, message: str, field: Any, path: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.path = path
 
 
 class _RowError(Exception):
@@ -459,7 +471,7 @@ class CSVParser:
             if isinstance(field, str):
                 if field not in row:
                     msg = f"step {self.step!r}: field {field!r} is not in the header {row!r} of {path!r}"
-                    raise ValueError(msg)
+                    raise UnknownFieldError(msg, field=field, path=path)
                 self._index[field] = row.index(field)
             else:
                 if field >= n:
@@ -467,7 +479,7 @@ class CSVParser:
                         f"step {self.step!r}: field index {field} is out of range for the {n} columns "
                         f"of {path!r} (line {line})"
                     )
-                    raise ValueError(msg)
+                    raise UnknownFieldError(msg, field=field, path=path)
                 self._index[field] = field
         self._ti = None if self.time_field is None else self._index[self.time_field]
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from storey._time import to_ns
 from storey.errors import CSVParseError, MissingFieldError
-from storey.sources._csvparse import CSVParser, parse_datetime
+from storey.sources._csvparse import CSVParser, UnknownFieldError, parse_datetime
 
 UTC = dt.UTC
 
@@ -142,8 +142,12 @@ def test_unparseable_timestamp_is_a_parse_error(tmp_path):
 
 def test_time_field_name_not_in_header_is_value_error(tmp_path):
     path = write(tmp_path, "a,b\n1,2\n")
-    with pytest.raises(ValueError, match="'t' is not in the header"):
+    with pytest.raises(UnknownFieldError, match="'t' is not in the header") as info:
         rows_of(path, header=True, time_field="t")
+    assert isinstance(info.value, ValueError)
+    assert (info.value.field, info.value.path) == ("t", path)
+    with pytest.raises(UnknownFieldError, match="out of range"):
+        rows_of(path, header=True, fields=[2])
 
 
 def test_field_name_without_header_and_negative_index_raise_at_construction():
