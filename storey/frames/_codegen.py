@@ -1,0 +1,690 @@
+"""Source generation for the compiled frames engine (numba), from the kernels' own statement templates.
+
+The generated module holds, per aggregator ``i``:
+
+``add_i``
+    the §5.2 tile update of one accepted, non-skipped value: find or insert the tile (per-key tiles live in
+    a segment of a shared pool, ascending, with retention at append as `KeyState` does), then the kernels'
+    ``update_code`` templates exactly as `storey.aggregations._fused` splices them (same order, same caps);
+``eval_i``
+    the §5.3 canonical fold as of τ: per window, the left fold of the non-empty closed tiles oldest → newest
+    (``merge_code`` templates), merged with the tile of τ last, then each aggregation's finalisation. The
+    closed-part fold is cached per key and window and *extended* only while its oldest tile is unchanged,
+    which performs exactly the uncached fold's merges;
+``has_i``
+    whether the largest window as of τ holds data (period/window policies);
+
+and one ``run`` function: the arrival-order event loop with the emit-policy scheduler of
+`storey.aggregations.emitter` (step clock, firing pass before the event, the event's own emission, the
+termination flush), resumable when an output buffer or a tile pool is full.
+
+Window lengths, periods and caps are runtime parameters, so one compiled module serves every aggregator
+of the same *shape* (kernels, aggregations, number of windows, window type, cap kind). Compiled with
+`storey.aggregations.kernels.compiled.njit`: no fastmath, no parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from storey.aggregations._fused import _merge_block, _update_block
+from storey.aggregations.kernels import get_aggregation, get_kernel
+from storey.aggregations.kernels._codegen import indent
+from storey.aggregations.state import AggregatorPlan
+
+__all__ = ["AggShape", "module_source"]
+
+# per-key header columns
+H_, M_, BASE_, CAP_, START_, LEN_ = range(6)
+# int parameters per aggregator
+IP_P, IP_N1, IP_NRET, IP_NMAX, IP_SEG0, IP_CCAPI = range(6)
+IP_NW = 6  # window lengths in tiles follow
+# float parameters
+FP_CAP, FP_CCAPF = range(2)
+
+# run() status codes
+DONE, NEED_OUT, NEED_POOL, INVALID_VALUE = range(4)
+# counters (ctr array)
+C_OUT, C_POS, C_EVENTS, C_LATE, C_SKIPPED, C_STATUS, C_ARG = range(7)
+N_CTR = 8
+# emitter ints (em array)
+E_C, E_NEXT, E_HAS_NEXT, E_SEEN, E_SEQ, E_HEAP = range(6)
+N_EM = 6
+# per-key emitter columns (ek array)
+K_COUNT, K_EPISODE, K_LATEST_T, K_LATEST_REF = range(4)
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "NAN"
+        if value in (float("inf"), float("-inf")):
+            return "INF" if value > 0 else "-INF"
+        return repr(value)
+    return repr(value)
+
+
+class AggShape:
+    """The compile-time shape of one aggregator and its layout in the generated code.
+
+    Everything else (period, window lengths, `N`, caps) is passed at run time.
+    """
+
+    def __init__(self, plan: AggregatorPlan) -> None:
+        self.plan = plan
+        self.kernel_names = tuple(plan.kernels)
+        self.kernels = [(i, get_kernel(k)) for i, k in enumerate(plan.kernels)]
+        self.aggregations = tuple(plan.aggregations)
+        self.n_windows = len(plan.windows.windows)
+        self.fixed = plan.window_type == "fixed"
+        self.row_fields = tuple(plan.row_fields)
+        dtypes = {f: dt for _, k in self.kernels for f, dt in k.fields}
+        self.i_fields = [f for f in self.row_fields if dtypes[f] == "i8"]
+        self.f_fields = [f for f in self.row_fields if dtypes[f] == "f8"]
+        self.acc_fields = tuple(plan.fused.acc_fields)
+        self.capped = plan.cap is not None
+        self.capped_count = "count" in self.aggregations and plan.max_value is not None
+        self.float_count = self.capped_count and isinstance(plan.max_value, float)
+        self.acc_slots = self.acc_fields + (("_cc",) if self.capped_count else ())
+        self.ai = [f for f in self.acc_fields if dtypes[f] == "i8"]
+        self.af = [f for f in self.acc_fields if dtypes[f] == "f8"]
+        if self.capped_count:
+            (self.af if self.float_count else self.ai).append("_cc")
+        emitted = {"count"} | {k for a in self.aggregations for k in get_aggregation(a).kernels}
+        self.acc_kernels = [(i, k) for i, k in self.kernels if k.name in emitted]
+        self.empty = dict(zip(self.row_fields, plan.fused.empty_row, strict=True))
+        # output columns: (aggregation index, window) -> ('i' | 'f', column)
+        self.int_out: list[tuple[int, int]] = []
+        self.float_out: list[tuple[int, int]] = []
+        for j, a in enumerate(self.aggregations):
+            is_int = a == "count" and not self.float_count
+            for w in range(self.n_windows):
+                (self.int_out if is_int else self.float_out).append((j, w))
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.kernel_names,
+            self.aggregations,
+            self.n_windows,
+            self.fixed,
+            self.capped,
+            self.capped_count,
+            self.float_count,
+        )
+
+    @property
+    def fusable(self) -> bool:
+        return all(k.fusable for _, k in self.kernels)
+
+    # -- snippets -----------------------------------------------------------------------------------------
+    def load(self, prefix: str, row: str, fields: Sequence[str]) -> str:
+        out = []
+        for f in fields:
+            if f in self.i_fields:
+                out.append(f"{prefix}{f} = wi[{row}, {self.i_fields.index(f)}]")
+            else:
+                out.append(f"{prefix}{f} = wf[{row}, {self.f_fields.index(f)}]")
+        return "\n".join(out)
+
+    def store(self, row: str) -> str:
+        out = []
+        for f in self.row_fields:
+            if f in self.i_fields:
+                out.append(f"wi[{row}, {self.i_fields.index(f)}] = {f}")
+            else:
+                out.append(f"wf[{row}, {self.f_fields.index(f)}] = {f}")
+        return "\n".join(out)
+
+    def init_row(self, row: str) -> str:
+        out = []
+        for f in self.row_fields:
+            v = _literal(self.empty[f])
+            if f in self.i_fields:
+                out.append(f"wi[{row}, {self.i_fields.index(f)}] = {v}")
+            else:
+                out.append(f"wf[{row}, {self.f_fields.index(f)}] = {v}")
+        return "\n".join(out)
+
+    def load_cache(self) -> str:
+        out = []
+        for f in self.acc_slots:
+            if f in self.ai:
+                out.append(f"a_{f} = ci[kid, w, {3 + self.ai.index(f)}]")
+            else:
+                out.append(f"a_{f} = cf[kid, w, {self.af.index(f)}]")
+        return "\n".join(out)
+
+    def store_cache(self) -> str:
+        out = []
+        for f in self.acc_slots:
+            if f in self.ai:
+                out.append(f"ci[kid, w, {3 + self.ai.index(f)}] = a_{f}")
+            else:
+                out.append(f"cf[kid, w, {self.af.index(f)}] = a_{f}")
+        return "\n".join(out)
+
+    # -- functions ----------------------------------------------------------------------------------------
+    def add_source(self, name: str) -> str:
+        update = _update_block(self.kernels, self.capped)
+        nw = self.n_windows
+        return f"""
+def {name}(hd, pk, wi, wf, ci, kid, k, v, t, tops, a, ip, fp):
+    CAP = fp[{FP_CAP}]
+    base = hd[kid, {BASE_}]
+    cap = hd[kid, {CAP_}]
+    st = hd[kid, {START_}]
+    ln = hd[kid, {LEN_}]
+    p = -1
+    if ln > 0:
+        p = base + st + ln - 1
+        if pk[p] != k:
+            if pk[p] < k:
+                p = -1
+            else:
+                p = -2
+    if p == -1:
+        # a new newest tile: retention first (tiles below M - NRET can never be read again)
+        bound = hd[kid, {M_}] - ip[{IP_NRET}]
+        while ln > 0 and pk[base + st] < bound:
+            st += 1
+            ln -= 1
+        if ln == 0:
+            st = 0
+        if base < 0 or st + ln == cap:
+            base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
+        p = base + st + ln
+        ln += 1
+        pk[p] = k
+{indent(self.init_row("p"), 2)}
+    elif p == -2:
+        q = lower_bound(pk, base + st, base + st + ln, k)
+        if pk[q] == k:
+            p = q
+        elif q == base + st and st > 0:
+            st -= 1
+            ln += 1
+            p = q - 1
+            pk[p] = k
+{indent(self.init_row("p"), 3)}
+        else:
+            if st + ln == cap:
+                off = q - (base + st)
+                base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
+                q = base + st + off
+            move_rows(pk, wi, wf, q, base + st + ln, q + 1)
+            p = q
+            ln += 1
+            pk[p] = k
+{indent(self.init_row("p"), 3)}
+    hd[kid, {BASE_}] = base
+    hd[kid, {CAP_}] = cap
+    hd[kid, {START_}] = st
+    hd[kid, {LEN_}] = ln
+{indent(self.load("", "p", self.row_fields), 1)}
+{indent(update, 1)}
+{indent(self.store("p"), 1)}
+    for w in range({nw}):
+        if ci[kid, w, 0] == 1 and ci[kid, w, 1] <= k and k <= ci[kid, w, 2]:
+            ci[kid, w, 0] = 0
+"""
+
+    def eval_source(self, name: str) -> str:
+        merge = _merge_block(self.acc_kernels)
+        rebind = "\n".join(f"a_{f} = {f}" for f in self.acc_fields)
+        contrib = "(CCAP if {n} > CCAP else {n})"
+        cc = self.capped_count
+        lines = [
+            f"def {name}(hd, pk, wi, wf, ci, cf, kid, k, oi, of, j, ip, fp):",
+            f"    if k < hd[kid, {M_}] - ip[{IP_N1}]:",
+            "        return False",
+        ]
+        if cc:
+            lines.append(f"    CCAP = fp[{FP_CCAPF}]" if self.float_count else f"    CCAP = ip[{IP_CCAPI}]")
+            lines.append(f"    CC0 = {'0.0' if self.float_count else '0'}")
+        for f in self.acc_slots:  # every name is bound on every path (numba)
+            init = "CC0" if f == "_cc" else _literal(self.empty[f])
+            lines += [f"    {f} = {init}", f"    a_{f} = {init}", f"    b_{f} = {init}"]
+        lines += [
+            f"    s0 = hd[kid, {BASE_}] + hd[kid, {START_}]",
+            f"    e0 = s0 + hd[kid, {LEN_}]",
+            "    jc = lower_bound(pk, s0, e0, k)",
+            "    has_cur = jc < e0 and pk[jc] == k",
+        ]
+        for w in range(self.n_windows):
+            nw = f"ip[{IP_NW + w}]"
+            lo = f"(k // {nw}) * {nw}" if self.fixed else f"k - {nw} + 1"
+            fold = [
+                "    for jj in range(start, jc):",
+                indent(self.load("b_", "jj", self.acc_fields), 2),
+                indent(merge, 2),
+                indent(f"_cc = a__cc + {contrib.format(n='b_n')}" if cc else "", 2),
+                indent(rebind, 2),
+                indent("a__cc = _cc" if cc else "", 2),
+                "    ci[kid, w, 0] = 1",
+                "    ci[kid, w, 1] = first",
+                "    ci[kid, w, 2] = last",
+                indent(self.store_cache(), 1),
+            ]
+            block = [
+                f"w = {w}",
+                f"lo = {lo}",
+                "j0 = lower_bound(pk, s0, jc, lo)",
+                "has_acc = j0 < jc",
+                "if has_acc:",
+                "    first = pk[j0]",
+                "    last = pk[jc - 1]",
+                "    if ci[kid, w, 0] == 1 and ci[kid, w, 1] == first and ci[kid, w, 2] <= last:",
+                # the cached left fold starts at the same oldest tile: continue it with the newer tiles
+                indent(self.load_cache(), 2),
+                "        if ci[kid, w, 2] != last:",
+                "            start = upper_bound(pk, j0, jc, ci[kid, w, 2])",
+                indent("\n".join(fold), 2),
+                "    else:",
+                indent(self.load("a_", "j0", self.acc_fields), 2),
+                indent(f"a__cc = CC0 + {contrib.format(n='a_n')}" if cc else "", 2),
+                "        start = j0 + 1",
+                indent("\n".join(fold), 1),
+                # the tile of τ last; an absent operand is the empty summary (taken as the other operand)
+                "    if has_cur:",
+                indent(self.load("b_", "jc", self.acc_fields), 2),
+                indent(merge, 2),
+                indent(f"_cc = a__cc + {contrib.format(n='b_n')}" if cc else "", 2),
+                "    else:",
+                indent("\n".join(f"{f} = a_{f}" for f in self.acc_slots), 2),
+                "elif has_cur:",
+                indent(self.load("", "jc", self.acc_fields), 1),
+                indent(f"_cc = CC0 + {contrib.format(n='n')}" if cc else "", 1),
+                "else:",
+                "    n = 0",
+                indent("_cc = CC0" if cc else "", 1),
+            ]
+            lines.append(indent("\n".join(b for b in block if b.strip()), 1))
+            for col, (ja, ww) in enumerate(self.int_out):
+                if ww == w:
+                    lines.append(f"    oi[{col}, j] = {self._final(ja)}")
+            for col, (ja, ww) in enumerate(self.float_out):
+                if ww == w:
+                    lines.append(f"    of[{col}, j] = {self._final(ja)}")
+        lines.append("    return True")
+        return "\n".join(lines) + "\n"
+
+    def _final(self, ja: int) -> str:
+        name = self.aggregations[ja]
+        agg = get_aggregation(name)
+        if name == "count" and self.capped_count:
+            return "CC0 if n == 0 else _cc"
+        return f"{_literal(agg.empty)} if n == 0 else ({agg.expr})"
+
+    def has_source(self, name: str) -> str:
+        lo = f"(k // ip[{IP_NMAX}]) * ip[{IP_NMAX}]" if self.fixed else f"k - ip[{IP_NMAX}] + 1"
+        return f"""
+def {name}(hd, pk, kid, k, ip):
+    if k < hd[kid, {M_}] - ip[{IP_N1}]:
+        return False
+    s0 = hd[kid, {BASE_}] + hd[kid, {START_}]
+    e0 = s0 + hd[kid, {LEN_}]
+    jj = lower_bound(pk, s0, e0, {lo})
+    return jj < e0 and pk[jj] <= k
+"""
+
+
+_COMMON = """
+def lower_bound(a, lo, hi, x):
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def upper_bound(a, lo, hi, x):
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def move_rows(pk, wi, wf, start, stop, dest):
+    # move rows [start, stop) to dest (overlap-safe)
+    if dest > start:
+        for x in range(stop - 1, start - 1, -1):
+            y = x - start + dest
+            pk[y] = pk[x]
+            for c in range(wi.shape[1]):
+                wi[y, c] = wi[x, c]
+            for c in range(wf.shape[1]):
+                wf[y, c] = wf[x, c]
+    else:
+        for x in range(start, stop):
+            y = x - start + dest
+            pk[y] = pk[x]
+            for c in range(wi.shape[1]):
+                wi[y, c] = wi[x, c]
+            for c in range(wf.shape[1]):
+                wf[y, c] = wf[x, c]
+
+
+def room(pk, wi, wf, tops, a, base, cap, st, ln, seg0):
+    # make room for one more tile at the end of a key's segment: allocate, compact or double
+    if base < 0:
+        base = tops[a]
+        tops[a] += seg0
+        return base, seg0, 0
+    if st > 0:
+        move_rows(pk, wi, wf, base + st, base + st + ln, base)
+        return base, cap, 0
+    nb = tops[a]
+    tops[a] += 2 * cap
+    move_rows(pk, wi, wf, base, base + ln, nb)
+    return nb, 2 * cap, 0
+
+
+def heap_less(h, x, y):
+    return h[x, 0] < h[y, 0] or (h[x, 0] == h[y, 0] and h[x, 1] < h[y, 1])
+
+
+def heap_push(h, size, due, seq, key, ep):
+    x = size
+    h[x, 0] = due
+    h[x, 1] = seq
+    h[x, 2] = key
+    h[x, 3] = ep
+    while x > 0:
+        parent = (x - 1) >> 1
+        if heap_less(h, x, parent):
+            for c in range(4):
+                tmp = h[x, c]
+                h[x, c] = h[parent, c]
+                h[parent, c] = tmp
+            x = parent
+        else:
+            break
+    return size + 1
+
+
+def heap_pop(h, size):
+    # removes the smallest entry (copied to row `size - 1`); returns the new size
+    last = size - 1
+    for c in range(4):
+        tmp = h[0, c]
+        h[0, c] = h[last, c]
+        h[last, c] = tmp
+    x = 0
+    while True:
+        left = 2 * x + 1
+        if left >= last:
+            break
+        child = left
+        if left + 1 < last and heap_less(h, left + 1, left):
+            child = left + 1
+        if heap_less(h, child, x):
+            for c in range(4):
+                tmp = h[x, c]
+                h[x, c] = h[child, c]
+                h[child, c] = tmp
+            x = child
+        else:
+            break
+    return last
+"""
+
+
+def _run_source(shapes: Sequence[AggShape]) -> str:
+    A = range(len(shapes))
+    agg_args = ", ".join(
+        f"tk{a}, val{a}, sta{a}, flt{a}, hd{a}, pk{a}, wi{a}, wf{a}, ci{a}, cf{a}, ip{a}, fp{a}, "
+        f"oi{a}, of{a}, pr{a}"
+        for a in A
+    )
+
+    def evaluate_all(kid: str, tau: str, own: bool, indent_level: int) -> str:
+        out = []
+        for a in A:
+            k = f"tk{a}[i]" if own else f"{tau} // ip{a}[{IP_P}]"
+            out.append(
+                f"pr{a}[j] = eval{a}(hd{a}, pk{a}, wi{a}, wf{a}, ci{a}, cf{a}, {kid}, {k}, oi{a}, of{a}, j, "
+                f"ip{a}, fp{a})"
+            )
+        return indent("\n".join(out), indent_level)
+
+    def has_any(kid: str, tau: str) -> str:
+        return " or ".join(f"has{a}(hd{a}, pk{a}, {kid}, {tau} // ip{a}[{IP_P}], ip{a})" for a in A)
+
+    pool_checks = "\n".join(
+        f"""        if tops[{a}] + maxseg[{a}] > pk{a}.shape[0]:
+            ctr[{C_STATUS}] = {NEED_POOL}
+            ctr[{C_ARG}] = {a}
+            break"""
+        for a in A
+    )
+    apply_aggs = []
+    for a in A:
+        apply_aggs.append(f"""
+            kt = tk{a}[i]
+            if t > hd{a}[kid, {H_}]:
+                hd{a}[kid, {H_}] = t
+                hd{a}[kid, {M_}] = kt
+            if kt < hd{a}[kid, {M_}] - ip{a}[{IP_N1}]:
+                late = True
+            elif flt{a}[i]:
+                s = sta{a}[i]
+                if s == 0:
+                    add{a}(hd{a}, pk{a}, wi{a}, wf{a}, ci{a}, kid, kt, val{a}[i], t, tops, {a}, ip{a}, fp{a})
+                elif s == 1:
+                    skipped += 1
+                else:
+                    ctr[{C_STATUS}] = {INVALID_VALUE}
+                    ctr[{C_ARG}] = {a}
+                    break""")
+    return f"""
+def run(base_row, n, kid_arr, tt, {agg_args}, tops, maxseg, policy, em, ek, heap, o_src, o_kid, o_time, ctr,
+        final):
+    cap_out = o_src.shape[0]
+    j = ctr[{C_OUT}]
+    i = ctr[{C_POS}]
+    kind = policy[0]
+    max_events = policy[1]
+    timeout = policy[2]
+    step = policy[3]
+    delay = policy[4]
+    timed = (kind == 1 and timeout >= 0) or kind == 2 or kind == 3
+    events = 0
+    late_events = 0
+    skipped = 0
+    ctr[{C_STATUS}] = {DONE}
+    while i < n:
+{pool_checks}
+        kid = kid_arr[i]
+        t = tt[i]
+        if timed:
+            if t > em[{E_C}]:
+                em[{E_C}] = t
+            if kind == 3:
+                if em[{E_HAS_NEXT}] == 0:
+                    em[{E_NEXT}] = (t // step + 1) * step
+                    em[{E_HAS_NEXT}] = 1
+                else:
+                    ok = True
+                    while em[{E_NEXT}] <= em[{E_C}] - delay:
+                        if j + em[{E_SEEN}] > cap_out:
+                            ok = False
+                            break
+                        b = em[{E_NEXT}]
+                        tau = b - 1
+                        for kk in range(em[{E_SEEN}]):
+                            if {has_any("kk", "tau")}:
+                                o_src[j] = -1
+                                o_kid[j] = kk
+                                o_time[j] = b
+{evaluate_all("kk", "tau", False, 8)}
+                                j += 1
+                        em[{E_NEXT}] = b + step
+                    if not ok:
+                        ctr[{C_STATUS}] = {NEED_OUT}
+                        break
+            else:
+                ok = True
+                while em[{E_HEAP}] > 0 and heap[0, 0] <= em[{E_C}]:
+                    if j >= cap_out:
+                        ok = False
+                        break
+                    em[{E_HEAP}] = heap_pop(heap, em[{E_HEAP}])
+                    e = em[{E_HEAP}]
+                    kk = heap[e, 2]
+                    if ek[kk, {K_EPISODE}] != heap[e, 3]:
+                        continue
+                    ek[kk, {K_EPISODE}] = 0
+                    if kind == 1:
+                        ek[kk, {K_COUNT}] = 0
+                    tl = ek[kk, {K_LATEST_T}]
+                    o_src[j] = ek[kk, {K_LATEST_REF}]
+                    o_kid[j] = kk
+                    o_time[j] = tl
+{evaluate_all("kk", "tl", False, 5)}
+                    j += 1
+                if not ok:
+                    ctr[{C_STATUS}] = {NEED_OUT}
+                    break
+        if j >= cap_out:
+            ctr[{C_STATUS}] = {NEED_OUT}
+            break
+        if kid == em[{E_SEEN}]:
+            em[{E_SEEN}] = kid + 1
+        events += 1
+        late = False
+        while True:{"".join(apply_aggs)}
+            break
+        if ctr[{C_STATUS}] != {DONE}:
+            events -= 1
+            break
+        if late:
+            late_events += 1
+        ref = base_row + i
+        emit = kind == 0
+        if kind == 1:
+            ek[kid, {K_LATEST_T}] = t
+            ek[kid, {K_LATEST_REF}] = ref
+            c = ek[kid, {K_COUNT}] + 1
+            if c >= max_events:
+                ek[kid, {K_COUNT}] = 0
+                ek[kid, {K_EPISODE}] = 0
+                emit = True
+            else:
+                ek[kid, {K_COUNT}] = c
+                if c == 1:
+                    em[{E_SEQ}] += 1
+                    ek[kid, {K_EPISODE}] = em[{E_SEQ}]
+                    if timeout >= 0:
+                        seq = em[{E_SEQ}]
+                        em[{E_HEAP}] = heap_push(heap, em[{E_HEAP}], t + timeout, seq, kid, seq)
+        elif kind == 2:
+            ek[kid, {K_LATEST_T}] = t
+            ek[kid, {K_LATEST_REF}] = ref
+            if ek[kid, {K_EPISODE}] == 0:
+                em[{E_SEQ}] += 1
+                ek[kid, {K_EPISODE}] = em[{E_SEQ}]
+                em[{E_HEAP}] = heap_push(heap, em[{E_HEAP}], t + timeout, em[{E_SEQ}], kid, em[{E_SEQ}])
+        if emit:
+            o_src[j] = ref
+            o_kid[j] = kid
+            o_time[j] = t
+{evaluate_all("kid", "t", True, 3)}
+            j += 1
+        i += 1
+    ctr[{C_OUT}] = j
+    ctr[{C_POS}] = i
+    ctr[{C_EVENTS}] += events
+    ctr[{C_LATE}] += late_events
+    ctr[{C_SKIPPED}] += skipped
+    if final and ctr[{C_STATUS}] == {DONE} and i >= n:
+        flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr)
+
+
+def flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr):
+    # the termination flush (§6.5), resumable when the output buffer fills up
+    cap_out = o_src.shape[0]
+    j = ctr[{C_OUT}]
+    if kind == 3:
+        if em[{E_HAS_NEXT}] == 1:
+            last = (em[{E_C}] // step + 1) * step
+            while em[{E_NEXT}] <= last:
+                if j + em[{E_SEEN}] > cap_out:
+                    ctr[{C_STATUS}] = {NEED_OUT}
+                    break
+                b = em[{E_NEXT}]
+                tau = b - 1
+                for kk in range(em[{E_SEEN}]):
+                    if {has_any("kk", "tau")}:
+                        o_src[j] = -1
+                        o_kid[j] = kk
+                        o_time[j] = b
+{evaluate_all("kk", "tau", False, 6)}
+                        j += 1
+                em[{E_NEXT}] = b + step
+    elif kind == 1:
+        live = np.flatnonzero(ek[:, {K_EPISODE}] != 0)
+        order = np.argsort(ek[live, {K_EPISODE}])
+        for x in order:
+            kk = live[x]
+            if ek[kk, {K_COUNT}] > 0:
+                if j >= cap_out:
+                    ctr[{C_STATUS}] = {NEED_OUT}
+                    break
+                tl = ek[kk, {K_LATEST_T}]
+                o_src[j] = ek[kk, {K_LATEST_REF}]
+                o_kid[j] = kk
+                o_time[j] = tl
+{evaluate_all("kk", "tl", False, 4)}
+                j += 1
+            ek[kk, {K_COUNT}] = 0
+            ek[kk, {K_EPISODE}] = 0
+        if ctr[{C_STATUS}] == {DONE}:
+            em[{E_HEAP}] = 0
+    elif kind == 2:
+        while em[{E_HEAP}] > 0:
+            if j >= cap_out:
+                ctr[{C_STATUS}] = {NEED_OUT}
+                break
+            em[{E_HEAP}] = heap_pop(heap, em[{E_HEAP}])
+            e = em[{E_HEAP}]
+            kk = heap[e, 2]
+            if ek[kk, {K_EPISODE}] != heap[e, 3]:
+                continue
+            ek[kk, {K_EPISODE}] = 0
+            tl = ek[kk, {K_LATEST_T}]
+            o_src[j] = ek[kk, {K_LATEST_REF}]
+            o_kid[j] = kk
+            o_time[j] = tl
+{evaluate_all("kk", "tl", False, 3)}
+            j += 1
+    ctr[{C_OUT}] = j
+"""
+
+
+def module_source(shapes: Sequence[AggShape]) -> str:
+    """The generated module for one step: per-aggregator functions and the event loop."""
+    parts = [_COMMON]
+    for a, shape in enumerate(shapes):
+        parts.append(shape.add_source(f"add{a}"))
+        parts.append(shape.eval_source(f"eval{a}"))
+        parts.append(shape.has_source(f"has{a}"))
+    parts.append(_run_source(shapes))
+    body = "\n\n".join(p.strip("\n") for p in parts)
+    body = "@njit\n" + body.replace("\ndef ", "\n@njit\ndef ")
+    body = body.replace("\n\n@njit\ndef ", "\n\n\n@njit\ndef ")
+    header = (
+        '"""Generated by storey.frames._codegen: do not edit."""\n\n'
+        "import numpy as np\n\n"
+        "from storey.aggregations.kernels._codegen import safe_sqrt\n"
+        "from storey.aggregations.kernels.compiled import njit\n\n"
+        "INF = float('inf')\nNAN = float('nan')\n"
+        "sqrt = njit(safe_sqrt)\n\n\n"
+    )
+    return header + body
