@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
@@ -566,7 +567,9 @@ def _ints(pa: Any, pc: Any, col: Any, lengths: Any) -> _Typed:
     ints = pc.match_substring_regex(col, _INT)
     if _all(pc, ints):
         return _Typed("int", col.cast(pa.int64()))
-    cut = pc.index(ints, False).as_py()  # from this row on the parser widens the column to float
+    cut = pc.index(ints, False).as_py()  # from this row on the parser widens the column to float ...
+    if not re.search("[.eE]", col[cut].as_py()):  # ... if `int()` rejects it (not so for "+5", 20 digits)
+        raise _Fallback
     tail = col.slice(cut)
     tail_array = _checked_cast(pc, tail, _FLOAT, pa.float64())
     return _Typed("float", col.slice(0, cut).cast(pa.int64()), cut=cut, tail=tail_array)
