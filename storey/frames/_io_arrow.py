@@ -34,10 +34,11 @@ __all__ = [
 
 
 def select_names(available: Sequence[str], columns: Sequence[str] | None, needed: Sequence[str]) -> list[str]:
-    """The output columns: all `available` ones, or `columns` followed by the `needed` ones not in it."""
-    if columns is None:
-        return list(dict.fromkeys(available))
-    return list(dict.fromkeys([*columns, *needed]))
+    """The output columns: all `available` ones (or `columns`), followed by the `needed` ones not among them.
+
+    A needed column that is not available stays in the list, so that `require_columns` reports it.
+    """
+    return list(dict.fromkeys([*(available if columns is None else columns), *needed]))
 
 
 def timed_batches(
