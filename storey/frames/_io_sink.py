@@ -122,7 +122,7 @@ class OutputSink:
             self._pending.append(rb)
             self._pending_rows += rb.num_rows
             if self._pending_rows >= self.batch_size:
-                self._flush()
+                self._flush(whole_batches=True)
 
     def close(self) -> None:
         """Write the buffered rows and close the target (idempotent)."""
@@ -207,20 +207,25 @@ class OutputSink:
             self._writer = pq.ParquetWriter(path, self.schema)
         self._file_rows = 0
 
-    def _flush(self) -> None:
+    def _flush(self, whole_batches: bool = False) -> None:
+        """Write the buffered rows (with `whole_batches`, only multiples of `batch_size`; the rest waits)."""
         pa = require("pyarrow")
         if not self._pending:
             if self.dataset and self._files == 0 and self._writer is None:
                 self._next_part()  # a dataset written only empty batches: one file with the schema
             return
-        batches, self._pending, self._pending_rows = self._pending, [], 0
         if self.format == "csv":
+            batches, self._pending, self._pending_rows = self._pending, [], 0
             for rb in batches:
                 self._write_csv(rb)
-        else:
-            table = pa.Table.from_batches(batches, schema=self.schema)
-            self._write_parquet(table)
-        self.rows_written += sum(rb.num_rows for rb in batches)
+            self.rows_written += sum(rb.num_rows for rb in batches)
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        n = table.num_rows - table.num_rows % self.batch_size if whole_batches else table.num_rows
+        rest = table.slice(n)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+        self._write_parquet(table.slice(0, n))
+        self.rows_written += n
 
     def _write_parquet(self, table: Any) -> None:
         if not self.dataset:
