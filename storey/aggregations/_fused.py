@@ -5,8 +5,8 @@ For one aggregator, the streaming state machine needs three hot functions. Calli
 event; instead the kernels' own template statements are spliced, unchanged, into one function per shape:
 
 ``update_row(row, v, t)``
-    in-place update of a tile row (a list holding every maintained field, ``n`` first), kernels in
-    canonical order with ``count`` last (the others read ``n`` = values already present), then the caps;
+    the updated tile row (a tuple of every maintained field, ``n`` first): kernels in canonical order with
+    ``count`` last (the others read ``n`` = values already present), then the caps;
 ``extend(acc, rows, start, stop)``
     the left fold ``acc = merge(acc, rows[j])`` for ``j = start … stop - 1`` over non-empty tile rows,
     returning a new accumulator (the emitted kernels' fields, plus the capped-count sum when
@@ -137,7 +137,7 @@ def fuse(
         "def update_row(row, v, t):\n"
         f"    {_tuple(row_fields)} = row\n"
         f"{indent(_update_block(kernels, cap is not None), 1)}\n"
-        f"    row[:] = {_tuple(row_fields)}\n"
+        f"    return {_tuple(row_fields)}\n"
     )
 
     # first_acc
@@ -146,7 +146,7 @@ def fuse(
         "def first_acc(row):\n"
         f"    {_unpack(row_fields, acc_fields, '')} = row\n"
         f"{cc_first}"
-        f"    return [{', '.join(acc_slots)}]\n"
+        f"    return {_tuple(acc_slots)}\n"
     )
 
     # extend
@@ -160,7 +160,7 @@ def fuse(
         f"{indent(_merge_block(acc_kernels), 2)}\n"
         f"{cc_step}"
         f"{rebind}"
-        f"    return [{', '.join('a_' + f for f in acc_slots)}]\n"
+        f"    return {_tuple(acc_slots, 'a_')}\n"
     )
 
     # emit / emit_values

@@ -150,5 +150,5 @@ def decode_state(plan: AggregatorPlan, blob: bytes) -> KeyState:
         expected = list(plan.row_fields)
         msg = f"aggregator {plan.name!r}: stored state has fields {list(fields)}, expected {expected}"
         raise SchemaMismatchError(msg)
-    rows = [list(r) for r in zip(*columns, strict=True)] if tiles else []
+    rows = list(zip(*columns, strict=True)) if tiles else []
     return plan.state_from_tiles(H, tiles, rows)

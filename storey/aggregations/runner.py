@@ -74,7 +74,7 @@ class KeysRun:
     def state(self, k: int) -> KeyState:
         """The final `KeyState` of key segment `k`."""
         lo, hi = int(self.final_offsets[k]), int(self.final_offsets[k + 1])
-        rows = [list(r) for r in zip(*(c[lo:hi].tolist() for c in self.final_columns), strict=True)]
+        rows = list(zip(*(c[lo:hi].tolist() for c in self.final_columns), strict=True))
         return self.plan.state_from_tiles(int(self.final_H[k]), self.final_tiles[lo:hi].tolist(), rows)
 
 

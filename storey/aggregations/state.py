@@ -2,7 +2,7 @@
 
 `AggregatorPlan` compiles one `FieldAggregator` (plus the stored-schema overrides of §7.1) once per step;
 `plan.new_state()` gives a `KeyState` per key. A `KeyState` holds the high-water time ``H`` and a sparse map
-``tile index -> row`` (a list of every maintained kernel field, ``n`` first) of non-empty tiles.
+``tile index -> row`` (a tuple of every maintained kernel field, ``n`` first) of non-empty tiles.
 
 Per event of a key the caller does::
 
@@ -49,12 +49,12 @@ class KeyState:
     keys
         Indices of the non-empty tiles, ascending.
     rows
-        Their rows, aligned with `keys`; a row is a list of the plan's `row_fields` (``n`` first).
-    tiles
-        ``{tile index: row}``, the same rows by index.
+        Their rows, aligned with `keys`; a row is a tuple of the plan's `row_fields` (``n`` first). Rows are
+        replaced, never mutated; tuples of numbers are not tracked by the cyclic garbage collector, which
+        matters with millions of tiles.
     """
 
-    __slots__ = ("H", "M", "_accl", "_ck", "_cmax", "_last_k", "_last_row", "caches", "keys", "rows", "tiles")
+    __slots__ = ("H", "M", "_accl", "_ck", "_cmax", "_last_j", "_last_k", "caches", "keys", "rows")
 
     # Set on the per-plan subclass built by AggregatorPlan.
     plan: ClassVar[AggregatorPlan]
@@ -70,21 +70,22 @@ class KeyState:
     _extend: ClassVar[Any]
     _emit: ClassVar[Any]
     _emit_values: ClassVar[Any]
-    _accs: ClassVar[Any]  # generated per plan by _accs_source
+    _accs: ClassVar[Any]  # generated per plan by _accs_source or _count_accs_source
+    _DELTA: ClassVar[bool]  # the window caches are running integer sums (_count_accs_source)
+    _CCAP: ClassVar[int | None]
 
     def __init__(self, H: int = NO_TIME) -> None:
         self.H = H
         self.M = H // self._P
-        self.tiles: dict[int, list[Any]] = {}
         self.keys: list[int] = []
-        self.rows: list[list[Any]] = []
+        self.rows: list[tuple[Any, ...]] = []
         # per window: [lo, hi, first folded tile, last folded tile, acc] of the cached closed-part fold
         self.caches: list[list[Any]] = [[None, None, None, None, None] for _ in self._IW]
         self._ck: int | None = None  # the tile(τ) for which _accl (one acc per window) is valid
         self._accl: list[Any] = []
         self._cmax = NO_TIME  # no cached range reaches above this tile
-        self._last_k: int | None = None
-        self._last_row: list[Any] | None = None
+        self._last_k: int | None = None  # the tile of the last add, and its index in keys/rows
+        self._last_j = 0
 
     # -- events ------------------------------------------------------------------------------------------
 
@@ -102,14 +103,16 @@ class KeyState:
         """Add an accepted value (float64, or anything for a count-only plan) to the row of ``tile(t)``."""
         k = t // self._P
         if k == self._last_k:
-            row = self._last_row
+            j = self._last_j
         else:
-            row = self.tiles.get(k)
-            if row is None:
-                row = self._new_tile(k)
+            keys = self.keys
+            j = len(keys) if not keys or k > keys[-1] else bisect_left(keys, k)
+            if j == len(keys) or keys[j] != k:
+                j = self._new_tile(k, j)
             self._last_k = k
-            self._last_row = row
-        self._update_row(row, value, t)
+            self._last_j = j
+        rows = self.rows
+        rows[j] = self._update_row(rows[j], value, t)
         if k <= self._cmax:
             self._invalidate(k)
 
@@ -120,26 +123,52 @@ class KeyState:
             return True
         return False
 
-    def _new_tile(self, k: int) -> list[Any]:
-        row = list(self._EMPTY_ROW)
+    def _new_tile(self, k: int, j: int) -> int:
+        """Insert the empty row of tile `k` at index `j`; return its index after retention pruning."""
         keys = self.keys
-        if not keys or k > keys[-1]:
+        if j == len(keys):
             keys.append(k)
-            self.rows.append(row)
+            self.rows.append(self._EMPTY_ROW)
             bound = self.M - self._NRET
             if keys[0] < bound:  # retention (§5.2): drop tiles no evaluation can reach
                 cut = bisect_left(keys, bound)
-                tiles = self.tiles
-                for old in keys[:cut]:
-                    del tiles[old]
+                if self._DELTA:
+                    self._forget(bound, keys[:cut], self.rows[:cut])
                 del keys[:cut]
                 del self.rows[:cut]
+                j -= cut
         else:
-            j = bisect_left(keys, k)
             keys.insert(j, k)
-            self.rows.insert(j, row)
-        self.tiles[k] = row
-        return row
+            self.rows.insert(j, self._EMPTY_ROW)
+        return j
+
+    def _forget(self, bound: int, old_keys: list[int], old_rows: list[tuple[Any, ...]]) -> None:
+        """Before tiles below `bound` are dropped, take them out of the running integer sums that include
+        them (count-only plans, see `_count_accs_source`): those sums then cover ``[bound, hi]``."""
+        cap = self._CCAP
+        for c in self.caches:
+            lo = c[0]
+            if lo is None or lo >= bound:
+                continue
+            self._ck = None
+            if c[1] < bound:
+                c[0] = c[1] = c[4] = None
+                continue
+            acc = list(c[4])
+            for key, row in zip(old_keys, old_rows, strict=True):
+                if key >= lo:
+                    acc[0] -= row[0]
+                    if cap is not None:
+                        acc[1] -= cap if row[0] > cap else row[0]
+            c[:] = (bound, c[1], None, None, tuple(acc))
+
+    def _row(self, k: int) -> tuple[Any, ...] | None:
+        """The row of tile `k`, or ``None`` when the tile holds no value."""
+        if k == self._last_k:
+            return self.rows[self._last_j]
+        keys = self.keys
+        j = bisect_left(keys, k)
+        return self.rows[j] if j < len(keys) and keys[j] == k else None
 
     def _invalidate(self, k: int) -> None:
         for c in self.caches:
@@ -155,7 +184,7 @@ class KeyState:
         k = tau // self._P
         if k < self.M - self._N1:
             return False
-        cur = None if self._KIND == 2 else (self._last_row if k == self._last_k else self.tiles.get(k))
+        cur = None if self._KIND == 2 else self._row(k)
         self._emit(self._accl if k == self._ck else self._accs(k), cur, out)
         return True
 
@@ -164,7 +193,7 @@ class KeyState:
         k = tau // self._P
         if k < self.M - self._N1:
             return None
-        cur = None if self._KIND == 2 else (self._last_row if k == self._last_k else self.tiles.get(k))
+        cur = None if self._KIND == 2 else self._row(k)
         return self._emit_values(self._accl if k == self._ck else self._accs(k), cur)
 
     def evaluate_uncached(self, tau: int, out: dict[str, Any]) -> bool:
@@ -180,7 +209,7 @@ class KeyState:
             accs.append(
                 self._extend(self._first_acc(self.rows[j0]), self.rows, j0 + 1, j1) if j0 < j1 else None
             )
-        cur = None if self._KIND == 2 else self.tiles.get(k)
+        cur = None if self._KIND == 2 else self._row(k)
         self._emit(accs, cur, out)
         return True
 
@@ -211,7 +240,12 @@ class KeyState:
         """The oldest tile that must be kept (and persisted): ``M − 2N + 2`` (fixed: ``M − 3N + 2``)."""
         return self.M - self._NRET
 
-    def retained(self) -> tuple[list[int], list[list[Any]]]:
+    @property
+    def tiles(self) -> dict[int, tuple[Any, ...]]:
+        """``{tile index: row}`` (a new dict; for inspection)."""
+        return dict(zip(self.keys, self.rows, strict=True))
+
+    def retained(self) -> tuple[list[int], list[tuple[Any, ...]]]:
         """Tile indices at or above the retention bound (ascending) and their rows (what a blob stores)."""
         start = bisect_left(self.keys, self.M - self._NRET)
         return self.keys[start:], self.rows[start:]
@@ -222,8 +256,8 @@ class KeyState:
 
     def summary(self, k: int) -> dict[str, Any]:
         """The fields of tile `k` as a dict (the empty summary when the tile holds no value)."""
-        row = self.tiles.get(k, self._EMPTY_ROW)
-        return dict(zip(self.plan.row_fields, row, strict=False))
+        row = self._row(k)
+        return dict(zip(self.plan.row_fields, self._EMPTY_ROW if row is None else row, strict=True))
 
     def encode(self) -> bytes:
         """The persisted blob of this state (format 1, spec AGGREGATIONS.md §7.2); used by `Table`."""
@@ -281,6 +315,62 @@ def _accs_source(kind: int, tiles_per_window: Sequence[int]) -> str:
             "            else:",
             f"                a{i} = extend(first_acc(rows[j0]), rows, j0 + 1, j1)",
             f"            c[:] = (lo, hi, first, last, a{i})",
+            "        if hi > self._cmax:",
+            "            self._cmax = hi",
+        ]
+    names = ", ".join(f"a{i}" for i in range(len(tiles_per_window)))
+    lines += ["    self._ck = k", f"    self._accl = accs = [{names}]", "    return accs"]
+    return "\n".join(lines) + "\n"
+
+
+def _sum_loop(start: str, stop: str, sign: str, capped: bool, level: int) -> str:
+    """Add (or subtract) the tiles ``rows[start:stop]`` to the running ``n`` (and capped ``cc``)."""
+    body = [f"for r in rows[{start} : {stop}]:", f"    n {sign}= r[0]"]
+    if capped:
+        body.append(f"    cc {sign}= (CCAP if r[0] > CCAP else r[0])")
+    return "\n".join("    " * level + line for line in body)
+
+
+def _count_accs_source(kind: int, tiles_per_window: Sequence[int], capped: bool) -> str:
+    """`accs` for plans whose only emitted aggregation is an integer ``count`` (no cap, or an int cap).
+
+    Their window accumulator is ``(n,)`` or ``(n, Σ min(cap, n))``: integer sums, exact in any order, so the
+    cached sum is moved with the window by adding the tiles that enter and subtracting those that leave,
+    which gives the same integers as the canonical fold (§5.3 allows caches that are bit-identical). The
+    empty accumulator is ``(0,)``/``(0, 0)``, which `emit` treats exactly like an absent one.
+    """
+    lines = ["def accs(self, k):", "    keys = self.keys", "    rows = self.rows", "    caches = self.caches"]
+    if kind != 2:
+        lines.append("    hi = k - 1")
+    for i, nw in enumerate(tiles_per_window):
+        if kind == 0:
+            lines.append(f"    lo = k - {nw - 1}")
+        elif kind == 1:
+            lines.append(f"    lo = (k // {nw}) * {nw}")
+        else:
+            lines += [f"    hi = (k // {nw}) * {nw} - 1", f"    lo = hi - {nw - 1}"]
+        moves = [
+            "        olo = c[0]",
+            "        ohi = c[1]",
+            "        if olo is not None and olo <= lo <= ohi + 1 and ohi <= hi:  # moved forward: adjust",
+            f"            {'n, cc' if capped else 'n,'} = c[4]",
+            "            if olo < lo:",
+            _sum_loop("bisect_left(keys, olo)", "bisect_left(keys, lo)", "-", capped, 4),
+            "            if ohi < hi:",
+            _sum_loop("bisect_right(keys, ohi)", "bisect_right(keys, hi)", "+", capped, 4),
+            "        else:  # nothing cached, invalidated, moved back or jumped: count the range",
+            "            n = cc = 0",
+            _sum_loop("bisect_left(keys, lo)", "bisect_right(keys, hi)", "+", capped, 3),
+        ]
+        acc = "(n, cc)" if capped else "(n,)"
+        lines += [
+            f"    c = caches[{i}]",
+            "    if c[0] == lo and c[1] == hi:",
+            f"        a{i} = c[4]",
+            "    else:",
+            *moves,
+            f"        a{i} = {acc}",
+            f"        c[:] = (lo, hi, None, None, a{i})",
             "        if hi > self._cmax:",
             "            self._cmax = hi",
         ]
@@ -362,7 +452,14 @@ class AggregatorPlan:
             "extend": self.fused.extend,
             "first_acc": self.fused.first_acc,
         }
-        self.accs_source = _accs_source(kind, windows.tiles_per_window)
+        integer_count = self.fused.acc_fields == ("n",) and (
+            count_cap is None or (isinstance(count_cap, int) and not isinstance(count_cap, bool))
+        )
+        if integer_count:
+            ns["CCAP"] = count_cap
+            self.accs_source = _count_accs_source(kind, windows.tiles_per_window, count_cap is not None)
+        else:
+            self.accs_source = _accs_source(kind, windows.tiles_per_window)
         accs = compile_function(self.accs_source, "accs", ns, f"<storey state {self.name}.accs>")
         self.state_class: type[KeyState] = type(
             f"KeyState_{self.name}",
@@ -383,6 +480,8 @@ class AggregatorPlan:
                 "_emit": staticmethod(self.fused.emit),
                 "_emit_values": staticmethod(self.fused.emit_values),
                 "_accs": accs,
+                "_DELTA": integer_count,
+                "_CCAP": count_cap if integer_count else None,
             },
         )
 
@@ -394,8 +493,7 @@ class AggregatorPlan:
         """A state holding the given non-empty tiles (ascending `keys`; rows in `row_fields` order)."""
         st = self.state_class(H)
         st.keys = [int(k) for k in keys]
-        st.rows = [list(r) for r in rows]
-        st.tiles = dict(zip(st.keys, st.rows, strict=False))
+        st.rows = [tuple(r) for r in rows]
         return st
 
     def empty_features(self, out: dict[str, Any]) -> None:

@@ -157,3 +157,22 @@ def test_infinities_pass_through(value):
 def test_count_only_accepts_non_numeric_values():
     plan = AggregatorPlan(FieldAggregator("c", "x", ["count"], SlidingWindows(["1h"], "10m")))
     assert [o["c_count_1h"] for o in run(plan, [("a", at("10:00")), ("b", at("10:01"))])] == [1, 2]
+
+
+@pytest.mark.parametrize("max_value", [None, 1])
+def test_pruned_tile_at_the_edge_of_a_running_count(max_value):
+    """Count-only plans move cached integer sums; a tile pruned by retention while it is the oldest tile
+    of such a sum must leave the sum (regression scenario: prune bound inside the cached range)."""
+    plan = AggregatorPlan(
+        FieldAggregator("c", "x", ["count"], SlidingWindows(["3s", "6s"], "1s"), max_value=max_value)
+    )
+    state = plan.new_state()
+    s = 10**9
+    got = []
+    for tile in (96, 101, 107):  # as of 101 the 6s closed range is [96, 100]; tile 107 prunes tiles < 97
+        state.update(1.0, tile * s)
+        out = {}
+        state.evaluate(tile * s, out)
+        got.append((out["c_count_3s"], out["c_count_6s"]))
+    assert got == [(1, 1), (1, 2), (1, 1)]
+    assert state.keys == [101, 107]
