@@ -62,6 +62,11 @@ def _unpack(target_fields: Sequence[str], wanted: Sequence[str], prefix: str) ->
 
 
 def _update_block(kernels: Sequence[tuple[int, Kernel]], capped: bool) -> str:
+    """Statements updating the fields of ``(index, kernel)`` pairs with one value (``n``, ``v``, ``t``).
+
+    Kernels run in canonical order with ``count`` last; caps (``CAP``) follow each kernel. Shared by the
+    fused CPython functions, `storey.aggregations.runner` and `storey.frames._codegen`: keep the name.
+    """
     lines = []
     ordered = [ik for ik in kernels if "n" not in ik[1].field_names] + [
         ik for ik in kernels if "n" in ik[1].field_names
@@ -78,6 +83,10 @@ def _update_block(kernels: Sequence[tuple[int, Kernel]], capped: bool) -> str:
 
 
 def _merge_block(kernels: Sequence[tuple[int, Kernel]]) -> str:
+    """Statements merging ``a_<field>`` (older) and ``b_<field>`` (newer, both non-empty) into ``<field>``.
+
+    Shared by the fused CPython functions, `storey.aggregations.runner` and `storey.frames._codegen`.
+    """
     lines = []
     for i, k in kernels:
         if k.merge_code is None:
