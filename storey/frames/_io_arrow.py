@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,29 +96,32 @@ def _file_batches(
 ) -> Iterator[Any]:
     pa = require("pyarrow")
     pf = open_parquet(file.path, storage_options)
-    file_names = list(pf.schema_arrow.names)
-    parts = {name: t for name, t in part_fields if name not in file_names}
-    names = select_names(file_names + list(parts), columns, needed)
-    require_columns(file_names + list(parts), names, file.path)
-    read = [n for n in names if n not in parts]
-    rows = pf.iter_batches(batch_size=batch_size, columns=read, use_threads=True)
-    while True:
-        try:
-            rb = next(rows)
-        except StopIteration:
-            return
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            msg = f"storey.frames: cannot read {file.path!r} as Parquet: {exc}"
-            raise ValueError(msg) from exc
-        if parts:
-            arrays = [
-                _constant(pa, part_values.get(name), parts[name], rb.num_rows)
-                if name in parts
-                else rb.column(name)
-                for name in names
-            ]
-            rb = pa.RecordBatch.from_arrays(arrays, names=names)
-        yield rb
+    try:
+        file_names = list(pf.schema_arrow.names)
+        parts = {name: t for name, t in part_fields if name not in file_names}
+        names = select_names(file_names + list(parts), columns, needed)
+        require_columns(file_names + list(parts), names, file.path)
+        read = [n for n in names if n not in parts]
+        rows = pf.iter_batches(batch_size=batch_size, columns=read, use_threads=True)
+        while True:
+            try:
+                rb = next(rows)
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+                msg = f"storey.frames: cannot read {file.path!r} as Parquet: {exc}"
+                raise ValueError(msg) from exc
+            if parts:
+                arrays = [
+                    _constant(pa, part_values.get(name), parts[name], rb.num_rows)
+                    if name in parts
+                    else rb.column(name)
+                    for name in names
+                ]
+                rb = pa.RecordBatch.from_arrays(arrays, names=names)
+            yield rb
+    finally:
+        pf.close()
 
 
 def _constant(pa: Any, value: Any, type_: Any, n: int) -> Any:
@@ -263,9 +266,3 @@ def _pandas_array(pa: Any, values: Any) -> Any:
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
         return pa.array(values.to_numpy(), from_pandas=False)  # keep NaN, as DataframeSource does
     return pa.array(values, from_pandas=True)
-
-
-def batch_reader(parts: Iterable[Callable[[], Iterator[InputBatch]]]) -> Iterator[InputBatch]:
-    """Chain the inputs (each a callable returning its batches), in the order given."""
-    for part in parts:
-        yield from part()

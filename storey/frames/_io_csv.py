@@ -445,7 +445,7 @@ def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np
     index = {name: j for j, name in enumerate(parser.names or [])}
     times = None
     if ctx.time_field is not None:
-        times = columns[index[ctx.time_field]].time_ns(pa)
+        times = columns[index[ctx.time_field]].time_ns()
     parser.kinds = kinds
     names = ctx.output_names()
     bounds = sorted({0, n, *(c.cut for c in columns if c.cut is not None)})
@@ -501,7 +501,7 @@ class _Typed:
             return self.array.slice(a, b - a)
         return self.tail.slice(a - self.cut, b - a)
 
-    def time_ns(self, pa: Any) -> np.ndarray:
+    def time_ns(self) -> np.ndarray:
         """The parser's event times for this column (`_Fallback` where it would report an error)."""
         if self.kind not in ("int", "float", "datetime"):
             raise _Fallback
