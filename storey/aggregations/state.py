@@ -184,7 +184,12 @@ class KeyState:
         k = tau // self._P
         if k < self.M - self._N1:
             return False
-        cur = None if self._KIND == 2 else self._row(k)
+        if self._KIND == 2:
+            cur = None
+        elif k == self._last_k:
+            cur = self.rows[self._last_j]
+        else:
+            cur = self._row(k)
         self._emit(self._accl if k == self._ck else self._accs(k), cur, out)
         return True
 
