@@ -195,9 +195,9 @@ class V3ioDriver(Driver):
         self,
         webapi: str | None = None,
         access_key: str | None = None,
-        *,
         retry_backoff_secs: float = 0.1,
         max_retries: int = 5,
+        *,
         timeout_secs: float | None = 60.0,
     ) -> None:
         webapi = webapi or os.environ.get("V3IO_API")
