@@ -46,7 +46,11 @@ operation; typed-attribute encodings; the verifier header and its use as a condi
 false condition; 404 with ``"No such file or directory"`` for missing paths; 204/409 for CreateStream;
 per-record PutRecords failures with HTTP 200; the listing XML elements the SDK reads; the framesd routes,
 framing and TSDB write rules (from ``v3io/frames``). *Documented by Iguazio*: the expression language,
-``*``/``**``, conditions on missing attributes being false, empty conditions being true.
+``*``/``**``, conditions on missing attributes being false, empty conditions being true. *Checked against
+upstream storey 1.14.1* (``tests/unit/testing/upstream_v3io``): its V3ioDriver and StreamTarget traffic
+(``init_array``/``psum``/``pmax``/``pmin``/``blob`` slices, the ``if_else``/``if_not_exists`` form, empty
+conditions, schema objects, streams) through the emulator gives the same results as its in-memory runs,
+including after a restart from the persisted state.
 
 *Assumed* (only a live cluster could confirm): the exact ``ErrorCode``/``ErrorMessage`` of other errors
 (negative errno values: -17 exists, -22 invalid, -39 not empty, -201326594 bad shard) and of 401s; the
