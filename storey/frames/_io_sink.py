@@ -16,6 +16,7 @@ from typing import Any
 from storey._utils._imports import require
 from storey._utils._paths import is_url, join_path, makedirs_for, open_output, url_to_fs
 from storey.sources._arrow import column_to_pylist
+from storey.sources.parquet import open_parquet
 from storey.targets.files import write_csv_rows
 
 __all__ = ["OutputSink"]
@@ -44,9 +45,12 @@ class OutputSink:
     Notes
     -----
     The first batch fixes the schema (Parquet) or the header (CSV); later batches are matched by column
-    name and, for Parquet, cast to it (an impossible cast raises `TypeError` naming the column). A column
-    missing from a later batch is written as null; a column that the first batch did not have raises
-    `ValueError`. The target is opened (created or truncated) by the first `write`, even of zero rows;
+    name and, for Parquet, cast to it (an impossible cast raises `TypeError` naming the column). Two
+    promotions are made instead of failing, because `iter_batches` gives them for CSV columns: a ``null``
+    column takes the type of its first values, and an integer column becomes float64 when a later batch
+    holds floats that do not cast back; what was written is then rewritten with the promoted schema (the
+    file, or every part file of a dataset), so a target always has one schema. A column missing from a
+    later batch is written as null; a column that the first batch did not have raises `ValueError`. The target is opened (created or truncated) by the first `write`, even of zero rows;
     without any `write` nothing is created. `close` writes what is buffered and is idempotent; the sink is
     a context manager that closes on error too, so the rows written before an error stay readable.
 
@@ -92,6 +96,7 @@ class OutputSink:
         self._writer: Any = None
         self._file_rows = 0
         self._files = 0
+        self._parts: list[str] = []
 
     # --------------------------------------------------------------------------------------------- public
     def write(self, data: Any) -> None:
@@ -149,8 +154,7 @@ class OutputSink:
 
     # ----------------------------------------------------------------------------------------- internals
     def _conform(self, data: Any) -> Any:
-        """`data` with the first batch's columns, in its order and (Parquet) types."""
-        pa = require("pyarrow")
+        """`data` with the schema's columns, in its order and (Parquet) types; may promote the schema."""
         schema = self.schema
         if data.schema.remove_metadata().equals(schema):
             return data
@@ -161,30 +165,33 @@ class OutputSink:
                 f"columns {schema.names} that the first batch fixed"
             )
             raise ValueError(msg)
-        n = data.num_rows
-        arrays = []
-        for field in schema:
-            if field.name not in data.schema.names:
-                arrays.append(pa.nulls(n, field.type))
-                continue
-            column = data.column(field.name)
-            if column.type != field.type and self.format == "parquet":
-                try:
-                    column = column.cast(field.type, safe=True)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                    msg = (
-                        f"storey.frames: column {field.name!r} has type {column.type} in a batch written to "
-                        f"{self.path!r}, which cannot be cast to {field.type} fixed by the first batch: {exc}"
-                    )
-                    raise TypeError(msg) from exc
-            arrays.append(column)
         if self.format == "csv":  # CSV keeps each batch's types: only the column order matters
-            if isinstance(data, pa.Table):
-                return pa.Table.from_arrays(arrays, names=schema.names)
-            return pa.RecordBatch.from_arrays(arrays, names=schema.names)
-        if isinstance(data, pa.Table):
-            return pa.Table.from_arrays(arrays, schema=schema)
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+            return _arrange(data, schema, cast=False)
+        try:
+            return _arrange(data, schema, cast=True, where=repr(self.path))
+        except TypeError:
+            promoted = _promoted(schema, data.schema)
+            if promoted is None:
+                raise
+        self._promote(promoted)
+        return _arrange(data, promoted, cast=True, where=repr(self.path))
+
+    def _promote(self, schema: Any) -> None:
+        """Rewrite what was written with `schema`, a promotion of the current one (null → a type, int → float:
+        the types `iter_batches` gives a CSV column can change so), and go on with it."""
+        self._flush()
+        self._close_file()
+        self.schema = schema
+        if self.dataset:
+            for path in self._parts:
+                _rewrite(path, schema, self.storage_options, self.batch_size)
+            self._file_rows = self.rows_per_file  # the next rows start a new part file
+            return
+        tmp = _hidden_sibling(self.path)
+        _move(self.path, tmp, self.storage_options)
+        self._open_parquet(self.path)
+        _copy_rows(tmp, self._writer, schema, self.storage_options, self.batch_size)
+        _remove(tmp, self.storage_options)
 
     def _open(self) -> None:
         self._opened = True
@@ -244,7 +251,9 @@ class OutputSink:
         self._close_file()
         name = f"part-{self._files:05d}-{uuid.uuid4().hex}.parquet"
         self._files += 1
-        self._open_parquet(join_path(self.path, name))
+        path = join_path(self.path, name)
+        self._parts.append(path)
+        self._open_parquet(path)
 
     def _write_csv(self, rb: Any) -> None:
         columns = [column_to_pylist(rb.column(i)) for i in range(rb.num_columns)]
@@ -260,6 +269,117 @@ class OutputSink:
         finally:
             if f is not None:
                 f.close()
+
+
+def _arrange(data: Any, schema: Any, *, cast: bool, where: str = "the output") -> Any:
+    """`data` with the columns of `schema` in its order (absent ones null), cast to its types if `cast`.
+
+    Raises
+    ------
+    TypeError
+        A column cannot be cast (safely) to its type in `schema`.
+    """
+    pa = require("pyarrow")
+    n = data.num_rows
+    arrays = []
+    for field in schema:
+        if field.name not in data.schema.names:
+            arrays.append(pa.nulls(n, field.type))
+            continue
+        column = data.column(field.name)
+        if cast and column.type != field.type:
+            try:
+                column = column.cast(field.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                msg = (
+                    f"storey.frames: column {field.name!r} has type {column.type} in a batch written to "
+                    f"{where}, which cannot be cast to {field.type} fixed by the first batch: {exc}"
+                )
+                raise TypeError(msg) from exc
+        arrays.append(column)
+    if cast:
+        if isinstance(data, pa.Table):
+            return pa.Table.from_arrays(arrays, schema=schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    if isinstance(data, pa.Table):
+        return pa.Table.from_arrays(arrays, names=schema.names)
+    return pa.RecordBatch.from_arrays(arrays, names=schema.names)
+
+
+def _promoted(schema: Any, other: Any) -> Any:
+    """`schema` with null columns typed and int columns made float as `other` needs, or ``None``.
+
+    Only these two promotions are made (``pyarrow.unify_schemas(promote_options='permissive')`` decides the
+    result); any other difference stays a `TypeError`.
+    """
+    pa = require("pyarrow")
+    fields = []
+    changed = False
+    for field in schema:
+        if field.name not in other.names:
+            fields.append(field)
+            continue
+        theirs = other.field(field.name).type
+        ours = field.type
+        allowed = pa.types.is_null(ours) or (pa.types.is_integer(ours) and pa.types.is_floating(theirs))
+        if not allowed or theirs == ours:
+            fields.append(field)
+            continue
+        try:
+            unified = pa.unify_schemas(
+                [pa.schema([field]), pa.schema([(field.name, theirs)])], promote_options="permissive"
+            ).field(field.name)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        fields.append(unified)
+        changed = True
+    return pa.schema(fields) if changed else None
+
+
+def _hidden_sibling(path: str) -> str:
+    head, _, name = path.rpartition("/") if "/" in path else ("", "", path)
+    hidden = f".{name}.storey-rewrite-{uuid.uuid4().hex}"
+    return f"{head}/{hidden}" if head else hidden
+
+
+def _move(src: str, dst: str, storage_options: dict[str, Any] | None) -> None:
+    if not is_url(src):
+        os.replace(src, dst)
+        return
+    fs, p = url_to_fs(src, storage_options)
+    fs.mv(p, url_to_fs(dst, storage_options)[1])
+
+
+def _remove(path: str, storage_options: dict[str, Any] | None) -> None:
+    if not is_url(path):
+        os.remove(path)
+        return
+    fs, p = url_to_fs(path, storage_options)
+    fs.rm(p)
+
+
+def _copy_rows(
+    src: str, writer: Any, schema: Any, storage_options: dict[str, Any] | None, batch_size: int
+) -> None:
+    """Stream the rows of Parquet file `src` into `writer`, cast to `schema` (int → float may round)."""
+    pa = require("pyarrow")
+    pf = open_parquet(src, storage_options)
+    try:
+        for rb in pf.iter_batches(batch_size=batch_size):
+            arrays = [rb.column(f.name).cast(f.type, safe=False) for f in schema]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=batch_size)
+    finally:
+        pf.close()
+
+
+def _rewrite(path: str, schema: Any, storage_options: dict[str, Any] | None, batch_size: int) -> None:
+    """Rewrite a closed Parquet file with `schema` (through a hidden temporary file)."""
+    pq = require("pyarrow.parquet")
+    tmp = _hidden_sibling(path)
+    _move(path, tmp, storage_options)
+    with open_output(path, "wb", storage_options) as f, pq.ParquetWriter(f, schema) as writer:
+        _copy_rows(tmp, writer, schema, storage_options, batch_size)
+    _remove(tmp, storage_options)
 
 
 def _batches(data: Any, batch_size: int) -> list[Any]:

@@ -58,13 +58,42 @@ def test_later_batches_are_matched_by_name_and_cast_to_the_first_schema(tmp_path
         sink.write(first)
         sink.write(pa.table({"b": ["y"], "a": pa.array([2.0])}))  # reordered, float → int64 is exact
         sink.write(pa.table({"a": pa.array([3], pa.int32())}))  # b missing → null
-        with pytest.raises(TypeError, match=r"column 'a'.*double.*int64"):
-            sink.write(pa.table({"a": [2.5], "b": ["z"]}))
+        with pytest.raises(TypeError, match=r"column 'a' has type string.*rows\.parquet.*int64"):
+            sink.write(pa.table({"a": ["2.5"], "b": ["z"]}))
         with pytest.raises(TypeError, match=r"column 'b'"):
             sink.write(pa.table({"a": [4], "b": pa.array([[1]])}))
         with pytest.raises(ValueError, match="column 'new'"):
             sink.write(pa.table({"a": [5], "new": [1]}))
     assert pq.read_table(path).to_pylist() == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3, "b": None}]
+
+
+@pytest.mark.parametrize("target", ["rows.parquet", "set/"])
+def test_null_and_int_columns_are_promoted_as_csv_inputs_need(tmp_path, target):
+    """A CSV column is null until a value is seen and int until a float is seen (`iter_batches`): the
+    target is rewritten with the promoted types instead of failing."""
+    path = f"{tmp_path}/{target}"
+    batches = [
+        pa.table({"k": ["a", "b"], "v": pa.array([1, 2], pa.int64()), "n": pa.nulls(2)}),
+        pa.table({"k": ["c"], "v": pa.array([3], pa.int64()), "n": pa.array([True])}),
+        pa.table({"k": ["d"], "v": pa.array([4.5]), "n": pa.array([False])}),
+        pa.table({"k": ["e"], "v": pa.array([6], pa.int64()), "n": pa.nulls(1)}),
+    ]
+    with OutputSink(path, batch_size=2, rows_per_file=2) as sink:
+        for b in batches:
+            sink.write(b)
+    got = read_rows(path)
+    assert got == [
+        {"k": "a", "v": 1.0, "n": None},
+        {"k": "b", "v": 2.0, "n": None},
+        {"k": "c", "v": 3.0, "n": True},
+        {"k": "d", "v": 4.5, "n": False},
+        {"k": "e", "v": 6.0, "n": None},
+    ]
+    assert all(type(r["v"]) is float for r in got)
+    assert sink.schema == pa.schema([("k", pa.string()), ("v", pa.float64()), ("n", pa.bool_())])
+    files = [str(tmp_path / "set" / n) for n in os.listdir(tmp_path / "set")] if target == "set/" else [path]
+    assert all(pq.read_schema(f).equals(sink.schema) for f in files)
+    assert not [n for n in os.listdir(tmp_path if target != "set/" else tmp_path / "set") if "rewrite" in n]
 
 
 def test_rows_written_before_an_error_stay_readable(tmp_path):
@@ -139,6 +168,11 @@ def test_memory_urls(tmp_path):
             assert_same_rows(read_rows(url), read_rows(table(12)) if "csv" not in url else read_rows(url))
         assert len(read_rows("memory://storey-sink/r.csv")) == 12
         assert len(fs.ls("/storey-sink/set")) == 1
+        with OutputSink("memory://storey-sink/promoted.parquet") as sink:  # a rewrite through fsspec
+            sink.write(pa.table({"v": [1]}))
+            sink.write(pa.table({"v": [1.5]}))
+        assert read_rows("memory://storey-sink/promoted.parquet") == [{"v": 1.0}, {"v": 1.5}]
+        assert not [p for p in fs.ls("/storey-sink", detail=False) if "rewrite" in p]
     finally:
         fs.rm("/storey-sink", recursive=True)
 
