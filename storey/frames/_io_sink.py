@@ -50,8 +50,10 @@ class OutputSink:
     column takes the type of its first values, and an integer column becomes float64 when a later batch
     holds floats that do not cast back; what was written is then rewritten with the promoted schema (the
     file, or every part file of a dataset), so a target always has one schema. A column missing from a
-    later batch is written as null; a column that the first batch did not have raises `ValueError`. The target is opened (created or truncated) by the first `write`, even of zero rows;
-    without any `write` nothing is created. `close` writes what is buffered and is idempotent; the sink is
+    later batch is written as null; a column that the first batch did not have raises `ValueError`.
+
+    The target is opened (created or truncated) by the first `write`, even of zero rows; without any
+    `write` nothing is created. `close` writes what is buffered and is idempotent; the sink is
     a context manager that closes on error too, so the rows written before an error stay readable.
 
     Examples
