@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from storey._utils._lazy import lazy_getattr
 
+# `aggregate` is both a submodule and a function: importing the submodule binds the package attribute to the
+# module, so the function is imported eagerly here to win that name.
+from storey.frames.aggregate import aggregate, build_state  # noqa: E402
+
 __getattr__ = lazy_getattr(
     __name__,
     {
-        "aggregate": "storey.frames.aggregate",
-        "build_state": "storey.frames.aggregate",
         "backfill": "storey.frames.plan",
         "as_of": "storey.frames.asof",
         "check_parity": "storey.frames.parity",
