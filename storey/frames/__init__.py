@@ -18,7 +18,7 @@ from storey._utils._lazy import lazy_getattr
 
 # `aggregate` is both a submodule and a function: importing the submodule binds the package attribute to the
 # module, so the function is imported eagerly here to win that name.
-from storey.frames.aggregate import aggregate, build_state  # noqa: E402
+from storey.frames.aggregate import aggregate, build_state
 
 __getattr__ = lazy_getattr(
     __name__,
