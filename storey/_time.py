@@ -232,16 +232,7 @@ def to_ns_array(values: Any, *, column: str | None = None, source: str | None = 
         return _scale_checked(arr.astype(np.int64), 1_000_000, where)
     if arr.dtype.kind == "f":
         return _floats_to_ns(arr.astype(np.float64), where)
-    out = np.empty(len(arr), dtype=np.int64)
-    for i, v in enumerate(arr.tolist()):
-        try:
-            out[i] = to_ns(v)
-        except MissingFieldError:
-            _null_error(where, i)
-        except (TypeError, ValueError) as exc:
-            msg = f"{where}row {i}: {exc}"
-            raise type(exc)(msg) from None
-    return out
+    return _objects_with_where(arr.tolist(), where)
 
 
 def _where(column: str | None, source: str | None) -> str:
@@ -314,11 +305,7 @@ def _arrow_to_ns(values: Any, where: str) -> np.ndarray:
         return _floats_to_ns(values.to_numpy(zero_copy_only=False).astype(np.float64), where)
     if pa.types.is_dictionary(t):
         return _arrow_to_ns(pc.cast(values, t.value_type), where)
-    return (
-        to_ns_array(np.asarray(values.to_pylist(), dtype=object), column=None, source=None)
-        if not where
-        else _objects_with_where(values.to_pylist(), where)
-    )
+    return _objects_with_where(values.to_pylist(), where)
 
 
 def _objects_with_where(items: list[Any], where: str) -> np.ndarray:

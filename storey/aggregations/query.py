@@ -60,11 +60,8 @@ class QueryByKey(Flow):
         if isinstance(features, str) or not isinstance(features, Sequence) or not features:
             msg = f"step {self.name!r}: `features` must be a non-empty list, got {features!r}"
             raise TypeError(msg)
-        if isinstance(table, str) and self.context is None:
-            msg = f"step {self.name!r}: table {table!r} is given by name but the step has no context"
-            raise TypeError(msg)
         self._features_arg = list(features)
-        self._table_arg = table
+        self._table_spec = self._table_arg(table)
         self._key = key_reader(key, self.name, self._full_event)
         self._time = time_reader(time_field, self.name, self._full_event)
         self._augmentation_fn = augmentation_fn
@@ -76,7 +73,7 @@ class QueryByKey(Flow):
 
     def _init_run(self, run: Any) -> None:
         super()._init_run(run)
-        self.table = self._resolve_table(self._table_arg)
+        self.table = self._resolve_table(self._table_spec)
         run.add_closeable(self.table)
         self._plans = []
 

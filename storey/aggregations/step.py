@@ -239,16 +239,13 @@ class AggregateByKey(Flow):
         super().__init__(**kwargs)
         self.aggregates = normalize_aggregates(aggregates, self.name)
         check_unique_features(self.aggregates, self.name)
-        if isinstance(table, str) and self.context is None:
-            msg = f"step {self.name!r}: table {table!r} is given by name but the step has no context"
-            raise TypeError(msg)
         if isinstance(emit_policy, Mapping):
             emit_policy = emit_policy_from_dict(emit_policy)
         if not isinstance(emit_policy, EmitPolicy):
             msg = f"step {self.name!r}: `emit_policy` must be an EmitPolicy or a dict, got {emit_policy!r}"
             raise TypeError(msg)
         self.emit_policy = emit_policy
-        self._table_arg = table
+        self._table_spec = self._table_arg(table)
         self._key = key_reader(key, self.name, self._full_event)
         self._time = time_reader(time_field, self.name, self._full_event)
         self.key = key
@@ -268,7 +265,7 @@ class AggregateByKey(Flow):
         for other in steps:
             if other is self or not isinstance(other, AggregateByKey):
                 continue
-            if other._table_arg is not self._table_arg:
+            if other._table_spec is not self._table_spec:
                 continue
             shared = mine & {a.name for a in other.aggregates} or features & {
                 f for a in other.aggregates for f in a.feature_names
@@ -282,7 +279,7 @@ class AggregateByKey(Flow):
 
     def _init_run(self, run: Any) -> None:
         super()._init_run(run)
-        self.table = self._resolve_table(self._table_arg)
+        self.table = self._resolve_table(self._table_spec)
         run.add_closeable(self.table)
         self.metrics = {"events": 0, "late_events": 0, "skipped_values": 0}
         self._states: dict[Any, list[KeyState]] = {}

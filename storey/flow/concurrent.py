@@ -18,6 +18,12 @@ DROP = object()
 """Returned by `ConcurrentStep._process` to drop the event."""
 
 
+def _mark_retrieved(task: asyncio.Future[Any]) -> None:
+    """The forwarder reports the first failure; later ones (after the flow failed) are not reported again."""
+    if not task.cancelled():
+        task.exception()
+
+
 class ConcurrentStep(Flow):
     """Hand each event to a worker task and return at once; forward results in input order.
 
@@ -63,7 +69,9 @@ class ConcurrentStep(Flow):
         if res is not None:
             res._holds += 1
         loop = asyncio.get_running_loop()
-        self._queue.append((event, loop.create_task(self._process(event))))
+        task = loop.create_task(self._process(event))
+        task.add_done_callback(_mark_retrieved)
+        self._queue.append((event, task))
         if self._forwarder is None or self._forwarder.done():
             assert self._run is not None
             self._forwarder = self._run.spawn(self._forward_in_order())

@@ -121,13 +121,17 @@ class Flow:
     def _validate_graph(self, steps: list[Flow]) -> None:
         """Check constraints that involve other steps of the graph (raise `ValueError`)."""
 
+    def _table_arg(self, table: Any) -> Any:
+        """Validate a ``table`` argument: a table object, or a name when the step has a context."""
+        if isinstance(table, str) and self.context is None:
+            msg = f"step {self.name!r}: table {table!r} is given by name but the step has no context"
+            raise TypeError(msg)
+        return table
+
     def _resolve_table(self, table: Any) -> Any:
-        """Resolve a table given by name through the step's context."""
-        if isinstance(table, str):
-            if self.context is None:
-                msg = f"step {self.name!r}: table {table!r} is given by name but the step has no context"
-                raise TypeError(msg)
-            return self.context.get_table(table)
+        """Resolve a table given by name through the step's context (at run start)."""
+        if isinstance(self._table_arg(table), str):
+            return self.context.get_table(table)  # type: ignore[union-attr]
         return table
 
     # ------------------------------------------------------------------------------------ per event

@@ -253,7 +253,7 @@ class MapWithState(Flow):
         return self._forward(out)
 
 
-class MapClass(Flow):
+class MapClass(_FnStep):
     """Subclass and override ``do(self, element)`` (sync or async); its result becomes the body.
 
     Calling ``self.filter()`` inside `do` drops the event.
@@ -274,7 +274,7 @@ class MapClass(Flow):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(self._call_do, **kwargs)
         self._filtered = False
 
     def filter(self) -> None:
@@ -285,21 +285,9 @@ class MapClass(Flow):
         """Override: compute the new body from the element."""
         raise NotImplementedError
 
-    def _do(self, event: Event) -> Awaitable[Any] | None:
+    def _call_do(self, element: Any) -> Any:
         self._filtered = False
-        r = self.do(self._element(event))
-        if _awaitable(r):
-            return self._resume(r, event)
-        return self._then(r, event)
-
-    async def _resume(self, pending: Awaitable[Any], event: Event) -> None:
-        try:
-            r = await pending
-        except Exception as exc:
-            raise self._fail(exc, event) from exc
-        nxt = self._then(r, event)
-        if nxt is not None:
-            await nxt
+        return self.do(element)
 
     def _then(self, result: Any, event: Event) -> Awaitable[Any] | None:
         if self._filtered:

@@ -50,10 +50,7 @@ class WriteToTable(ConcurrentStep):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, **kwargs)
-        if isinstance(table, str) and self.context is None:
-            msg = f"step {self.name!r}: table {table!r} is given by name but the step has no context"
-            raise TypeError(msg)
-        self._table_arg = table
+        self._table_spec = self._table_arg(table)
         self._table: Any = None
         self._selector = ColumnSelector(
             columns, infer_columns_from_data=infer_columns_from_data, step=self.name
@@ -68,7 +65,7 @@ class WriteToTable(ConcurrentStep):
 
     def _init_run(self, run: Any) -> None:
         super()._init_run(run)
-        self._table = self._resolve_table(self._table_arg)
+        self._table = self._resolve_table(self._table_spec)
         self._selector.reset()
         run.add_closeable(self._table)
 
