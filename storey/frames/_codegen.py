@@ -30,10 +30,11 @@ from typing import Any
 
 from storey.aggregations._fused import _merge_block, _update_block
 from storey.aggregations.kernels import get_aggregation, get_kernel
-from storey.aggregations.kernels._codegen import indent
+from storey.aggregations.kernels._codegen import indent, rename
 from storey.aggregations.state import AggregatorPlan
 
 __all__ = ["AggShape", "module_source"]
+
 
 # per-key header columns
 H_, M_, BASE_, CAP_, START_, LEN_ = range(6)
@@ -87,6 +88,9 @@ class AggShape:
         self.capped_count = "count" in self.aggregations and plan.max_value is not None
         self.float_count = self.capped_count and isinstance(plan.max_value, float)
         self.acc_slots = self.acc_fields + (("_cc",) if self.capped_count else ())
+        # a count-only accumulator is exact integers: its cached window sum may also drop old tiles by
+        # subtraction (the same integers as the left fold; never done for float fields)
+        self.int_only = self.acc_fields == ("n",) and not self.float_count
         self.ai = [f for f in self.acc_fields if dtypes[f] == "i8"]
         self.af = [f for f in self.acc_fields if dtypes[f] == "f8"]
         if self.capped_count:
@@ -147,110 +151,111 @@ class AggShape:
                 out.append(f"wf[{row}, {self.f_fields.index(f)}] = {v}")
         return "\n".join(out)
 
-    def load_cache(self) -> str:
+    def load_cache(self, w: int) -> str:
         out = []
         for f in self.acc_slots:
             if f in self.ai:
-                out.append(f"a_{f} = ci[kid, w, {3 + self.ai.index(f)}]")
+                out.append(f"a_{f} = ci[kid, {w}, {3 + self.ai.index(f)}]")
             else:
-                out.append(f"a_{f} = cf[kid, w, {self.af.index(f)}]")
+                out.append(f"a_{f} = cf[kid, {w}, {self.af.index(f)}]")
         return "\n".join(out)
 
-    def store_cache(self) -> str:
+    def store_cache(self, w: int) -> str:
         out = []
         for f in self.acc_slots:
             if f in self.ai:
-                out.append(f"ci[kid, w, {3 + self.ai.index(f)}] = a_{f}")
+                out.append(f"ci[kid, {w}, {3 + self.ai.index(f)}] = a_{f}")
             else:
-                out.append(f"cf[kid, w, {self.af.index(f)}] = a_{f}")
+                out.append(f"cf[kid, {w}, {self.af.index(f)}] = a_{f}")
         return "\n".join(out)
 
-    # -- functions ----------------------------------------------------------------------------------------
-    def add_source(self, name: str) -> str:
+    # -- canonical bodies ---------------------------------------------------------------------------------
+    # Names: the state arrays (hd, pk, wi, wf, ci, cf), parameters (ip, fp), inputs (kid, k, t, val, i, j)
+    # and outputs (oi, of); every other name is local. `localize` renames them for one call site.
+    def add_body(self, agg: int) -> str:
+        """Add the value of row ``i`` at time ``t`` to tile ``k`` of key ``kid`` (§5.2 step 3)."""
         update = _update_block(self.kernels, self.capped)
-        nw = self.n_windows
+        mid = bsearch("q", "pk", "base + st", "base + st + ln", "k", left=True)
         return f"""
-def {name}(hd, pk, wi, wf, ci, kid, k, v, t, tops, a, ip, fp):
-    CAP = fp[{FP_CAP}]
-    base = hd[kid, {BASE_}]
-    cap = hd[kid, {CAP_}]
-    st = hd[kid, {START_}]
-    ln = hd[kid, {LEN_}]
-    p = -1
-    if ln > 0:
-        p = base + st + ln - 1
-        if pk[p] != k:
-            if pk[p] < k:
-                p = -1
-            else:
-                p = -2
-    if p == -1:
-        # a new newest tile: retention first (tiles below M - NRET can never be read again)
-        bound = hd[kid, {M_}] - ip[{IP_NRET}]
-        while ln > 0 and pk[base + st] < bound:
-            st += 1
-            ln -= 1
-        if ln == 0:
-            st = 0
-        if base < 0 or st + ln == cap:
-            base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
-        p = base + st + ln
+v = val[i]
+CAP = fp[{FP_CAP}]
+base = hd[kid, {BASE_}]
+cap = hd[kid, {CAP_}]
+st = hd[kid, {START_}]
+ln = hd[kid, {LEN_}]
+p = -1
+if ln > 0:
+    p = base + st + ln - 1
+    if pk[p] != k:
+        if pk[p] < k:
+            p = -1
+        else:
+            p = -2
+if p == -1:
+    # a new newest tile: retention first (tiles below M - NRET can never be read again)
+    bound = hd[kid, {M_}] - ip[{IP_NRET}]
+    while ln > 0 and pk[base + st] < bound:
+        st += 1
+        ln -= 1
+    if ln == 0:
+        st = 0
+    if base < 0 or st + ln == cap:
+        base, cap, st = room(pk, wi, wf, tops, {agg}, base, cap, st, ln, ip[{IP_SEG0}])
+    p = base + st + ln
+    ln += 1
+    pk[p] = k
+{indent(self.init_row("p"), 1)}
+elif p == -2:
+{indent(mid, 1)}
+    if pk[q] == k:
+        p = q
+    elif q == base + st and st > 0:
+        st -= 1
+        ln += 1
+        p = q - 1
+        pk[p] = k
+{indent(self.init_row("p"), 2)}
+    else:
+        if st + ln == cap:
+            off = q - (base + st)
+            base, cap, st = room(pk, wi, wf, tops, {agg}, base, cap, st, ln, ip[{IP_SEG0}])
+            q = base + st + off
+        move_rows(pk, wi, wf, q, base + st + ln, q + 1)
+        p = q
         ln += 1
         pk[p] = k
 {indent(self.init_row("p"), 2)}
-    elif p == -2:
-        q = lower_bound(pk, base + st, base + st + ln, k)
-        if pk[q] == k:
-            p = q
-        elif q == base + st and st > 0:
-            st -= 1
-            ln += 1
-            p = q - 1
-            pk[p] = k
-{indent(self.init_row("p"), 3)}
-        else:
-            if st + ln == cap:
-                off = q - (base + st)
-                base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
-                q = base + st + off
-            move_rows(pk, wi, wf, q, base + st + ln, q + 1)
-            p = q
-            ln += 1
-            pk[p] = k
-{indent(self.init_row("p"), 3)}
-    hd[kid, {BASE_}] = base
-    hd[kid, {CAP_}] = cap
-    hd[kid, {START_}] = st
-    hd[kid, {LEN_}] = ln
-{indent(self.load("", "p", self.row_fields), 1)}
-{indent(update, 1)}
-{indent(self.store("p"), 1)}
-    for w in range({nw}):
-        if ci[kid, w, 0] == 1 and ci[kid, w, 1] <= k and k <= ci[kid, w, 2]:
-            ci[kid, w, 0] = 0
+hd[kid, {BASE_}] = base
+hd[kid, {CAP_}] = cap
+hd[kid, {START_}] = st
+hd[kid, {LEN_}] = ln
+{self.load("", "p", self.row_fields)}
+{update}
+{self.store("p")}
+for w in range({self.n_windows}):
+    if ci[kid, w, 0] == 1 and ci[kid, w, 1] <= k and k <= ci[kid, w, 2]:
+        ci[kid, w, 0] = 0
 """
 
-    def eval_source(self, name: str) -> str:
+    def eval_body(self) -> str:
+        """Features of key ``kid`` as of a time in tile ``k`` into output row ``j`` (§5.3); ``present``."""
         merge = _merge_block(self.acc_kernels)
         rebind = "\n".join(f"a_{f} = {f}" for f in self.acc_fields)
         contrib = "(CCAP if {n} > CCAP else {n})"
         cc = self.capped_count
-        lines = [
-            f"def {name}(hd, pk, wi, wf, ci, cf, kid, k, oi, of, j, ip, fp):",
-            f"    if k < hd[kid, {M_}] - ip[{IP_N1}]:",
-            "        return False",
-        ]
+        lines = []
         if cc:
-            lines.append(f"    CCAP = fp[{FP_CCAPF}]" if self.float_count else f"    CCAP = ip[{IP_CCAPI}]")
-            lines.append(f"    CC0 = {'0.0' if self.float_count else '0'}")
+            lines.append(f"CCAP = fp[{FP_CCAPF}]" if self.float_count else f"CCAP = ip[{IP_CCAPI}]")
+            lines.append(f"CC0 = {'0.0' if self.float_count else '0'}")
         for f in self.acc_slots:  # every name is bound on every path (numba)
             init = "CC0" if f == "_cc" else _literal(self.empty[f])
-            lines += [f"    {f} = {init}", f"    a_{f} = {init}", f"    b_{f} = {init}"]
+            lines += [f"{f} = {init}", f"a_{f} = {init}", f"b_{f} = {init}"]
         lines += [
-            f"    s0 = hd[kid, {BASE_}] + hd[kid, {START_}]",
-            f"    e0 = s0 + hd[kid, {LEN_}]",
-            "    jc = lower_bound(pk, s0, e0, k)",
-            "    has_cur = jc < e0 and pk[jc] == k",
+            f"s0 = hd[kid, {BASE_}] + hd[kid, {START_}]",
+            f"e0 = s0 + hd[kid, {LEN_}]",
+            locate("jc", "s0", "e0", "k"),
+            "has_cur = jc < e0 and pk[jc] == k",
+            "jw = jc",
         ]
         for w in range(self.n_windows):
             nw = f"ip[{IP_NW + w}]"
@@ -262,24 +267,29 @@ def {name}(hd, pk, wi, wf, ci, kid, k, v, t, tops, a, ip, fp):
                 indent(f"_cc = a__cc + {contrib.format(n='b_n')}" if cc else "", 2),
                 indent(rebind, 2),
                 indent("a__cc = _cc" if cc else "", 2),
-                "    ci[kid, w, 0] = 1",
-                "    ci[kid, w, 1] = first",
-                "    ci[kid, w, 2] = last",
-                indent(self.store_cache(), 1),
+                f"    ci[kid, {w}, 0] = 1",
+                f"    ci[kid, {w}, 1] = first",
+                f"    ci[kid, {w}, 2] = last",
+                indent(self.store_cache(w), 1),
             ]
+            if self.int_only:
+                lines.append(self._int_window(w, lo, merge, contrib))
+                continue
             block = [
-                f"w = {w}",
                 f"lo = {lo}",
-                "j0 = lower_bound(pk, s0, jc, lo)",
+                seek("j0", "jw", "lo"),
+                "jw = j0",
                 "has_acc = j0 < jc",
                 "if has_acc:",
                 "    first = pk[j0]",
                 "    last = pk[jc - 1]",
-                "    if ci[kid, w, 0] == 1 and ci[kid, w, 1] == first and ci[kid, w, 2] <= last:",
+                f"    if ci[kid, {w}, 0] == 1 and ci[kid, {w}, 1] == first and ci[kid, {w}, 2] <= last:",
                 # the cached left fold starts at the same oldest tile: continue it with the newer tiles
-                indent(self.load_cache(), 2),
-                "        if ci[kid, w, 2] != last:",
-                "            start = upper_bound(pk, j0, jc, ci[kid, w, 2])",
+                indent(self.load_cache(w), 2),
+                f"        if ci[kid, {w}, 2] != last:",
+                "            start = jc",
+                f"            while start > j0 and pk[start - 1] > ci[kid, {w}, 2]:",
+                "                start -= 1",
                 indent("\n".join(fold), 2),
                 "    else:",
                 indent(self.load("a_", "j0", self.acc_fields), 2),
@@ -300,15 +310,88 @@ def {name}(hd, pk, wi, wf, ci, kid, k, v, t, tops, a, ip, fp):
                 "    n = 0",
                 indent("_cc = CC0" if cc else "", 1),
             ]
-            lines.append(indent("\n".join(b for b in block if b.strip()), 1))
-            for col, (ja, ww) in enumerate(self.int_out):
-                if ww == w:
-                    lines.append(f"    oi[{col}, j] = {self._final(ja)}")
-            for col, (ja, ww) in enumerate(self.float_out):
-                if ww == w:
-                    lines.append(f"    of[{col}, j] = {self._final(ja)}")
-        lines.append("    return True")
-        return "\n".join(lines) + "\n"
+            lines.append("\n".join(b for b in block if b.strip()))
+            lines.append(self._outputs(w))
+        body = "\n".join(lines)
+        return (
+            f"present = False\nif k >= hd[kid, {M_}] - ip[{IP_N1}]:\n    present = True\n{indent(body, 1)}\n"
+        )
+
+    def _outputs(self, w: int) -> str:
+        out = []
+        for col, (ja, ww) in enumerate(self.int_out):
+            if ww == w:
+                out.append(f"oi[{col}, j] = {self._final(ja)}")
+        for col, (ja, ww) in enumerate(self.float_out):
+            if ww == w:
+                out.append(f"of[{col}, j] = {self._final(ja)}")
+        return "\n".join(out)
+
+    def _int_window(self, w: int, lo: str, merge: str, contrib: str) -> str:
+        """One window of a count-only accumulator: the cached sum is moved to the new range by adding
+        the tiles that entered it and subtracting the tiles that left it (exact int64 arithmetic)."""
+        cc = self.capped_count
+        add = [self.load("b_", "jj", ["n"]), merge]
+        if cc:
+            add.append(f"_cc = a__cc + {contrib.format(n='b_n')}")
+            add.append("a__cc = _cc")
+        add.append("a_n = n")
+        sub = [self.load("b_", "jj", ["n"]), "a_n = a_n - b_n"]
+        if cc:
+            sub.append(f"a__cc = a__cc - {contrib.format(n='b_n')}")
+        add_s = indent("\n".join(add), 3)
+        sub_s = indent("\n".join(sub), 3)
+        block = f"""
+lo = {lo}
+{seek("j0", "jw", "lo")}
+jw = j0
+has_acc = j0 < jc
+if has_acc:
+    first = pk[j0]
+    last = pk[jc - 1]
+    c_first = ci[kid, {w}, 1]
+    c_last = ci[kid, {w}, 2]
+    if ci[kid, {w}, 0] == 1 and first <= c_last and c_last <= last and c_first >= pk[s0]:
+{indent(self.load_cache(w), 2)}
+        pf = j0
+        while pf > s0 and pk[pf - 1] >= c_first:
+            pf -= 1
+        while pf < jc and pk[pf] < c_first:
+            pf += 1
+        pl = jc
+        while pl > pf and pk[pl - 1] > c_last:
+            pl -= 1
+        for jj in range(pf, j0):
+{sub_s}
+        for jj in range(j0, pf):
+{add_s}
+        for jj in range(pl, jc):
+{add_s}
+    else:
+        a_n = 0
+{"        a__cc = CC0" if cc else ""}
+        for jj in range(j0, jc):
+{add_s}
+    ci[kid, {w}, 0] = 1
+    ci[kid, {w}, 1] = first
+    ci[kid, {w}, 2] = last
+{indent(self.store_cache(w), 1)}
+    if has_cur:
+{indent(self.load("b_", "jc", ["n"]), 2)}
+{indent(merge, 2)}
+{indent(f"_cc = a__cc + {contrib.format(n='b_n')}" if cc else "", 2)}
+    else:
+        n = a_n
+{indent("_cc = a__cc" if cc else "", 2)}
+elif has_cur:
+{indent(self.load("", "jc", ["n"]), 1)}
+{indent(f"_cc = CC0 + {contrib.format(n='n')}" if cc else "", 1)}
+else:
+    n = 0
+{indent("_cc = CC0" if cc else "", 1)}
+{self._outputs(w)}
+"""
+        return "\n".join(line for line in block.splitlines() if line.strip())
 
     def _final(self, ja: int) -> str:
         name = self.aggregations[ja]
@@ -317,40 +400,92 @@ def {name}(hd, pk, wi, wf, ci, kid, k, v, t, tops, a, ip, fp):
             return "CC0 if n == 0 else _cc"
         return f"{_literal(agg.empty)} if n == 0 else ({agg.expr})"
 
-    def has_source(self, name: str) -> str:
+    def has_body(self) -> str:
+        """Whether the largest window as of a time in tile ``k`` holds data; ``found``."""
         lo = f"(k // ip[{IP_NMAX}]) * ip[{IP_NMAX}]" if self.fixed else f"k - ip[{IP_NMAX}] + 1"
+        search = bsearch("jj", "pk", "s0", "e0", lo, left=True)
         return f"""
-def {name}(hd, pk, kid, k, ip):
-    if k < hd[kid, {M_}] - ip[{IP_N1}]:
-        return False
+found = False
+if k >= hd[kid, {M_}] - ip[{IP_N1}]:
     s0 = hd[kid, {BASE_}] + hd[kid, {START_}]
     e0 = s0 + hd[kid, {LEN_}]
-    jj = lower_bound(pk, s0, e0, {lo})
-    return jj < e0 and pk[jj] <= k
+{indent(search, 1)}
+    found = jj < e0 and pk[jj] <= k
+"""
+
+    # -- call sites ---------------------------------------------------------------------------------------
+    def shared(self, a: int) -> dict[str, str]:
+        names = ("hd", "pk", "wi", "wf", "ci", "cf", "ip", "fp", "oi", "of", "val", "tk", "pr")
+        out = {n: f"{n}{a}" for n in names}
+        out.update({x: x for x in ("kid", "t", "i", "j", "tops")})
+        return out
+
+    def add_inline(self, a: int) -> str:
+        """The add body for row ``i`` (tile ``kt``) inside a loop."""
+        return localize(self.add_body(a), a, {**self.shared(a), "k": "kt"})
+
+    def eval_inline(self, a: int) -> str:
+        """The eval body for key ``kid`` as of the event of row ``i`` into output row ``j``."""
+        return localize(f"k = tk[i]\n{self.eval_body()}pr[j] = present\n", a, self.shared(a))
+
+    def eval_function(self, a: int) -> str:
+        return (
+            f"def eval{a}(hd, pk, wi, wf, ci, cf, kid, k, oi, of, j, ip, fp):\n"
+            f"{indent(self.eval_body(), 1)}\n    return present\n"
+        )
+
+    def has_function(self, a: int) -> str:
+        return f"def has{a}(hd, pk, kid, k, ip):\n{indent(self.has_body(), 1)}\n    return found\n"
+
+
+_GLOBALS = frozenset(
+    ("float", "int", "range", "len", "bool", "abs", "min", "max", "sqrt", "NAN", "INF", "np", "math")
+    + ("room", "move_rows", "True", "False", "None")
+)
+
+
+def localize(code: str, a: int, shared: dict[str, str]) -> str:
+    """Rename a canonical body for one call site: shared names as given, other locals ``_a<a>_<name>``."""
+    return rename(code, lambda name: shared.get(name, None if name in _GLOBALS else f"_a{a}_{name}"))
+
+
+def locate(out: str, s0: str, e0: str, k: str) -> str:
+    """``out`` = first position in ``[s0, e0)`` with ``pk[pos] >= k``; O(1) when ``k`` is at or after the
+    newest tile (in-order events), else a binary search."""
+    return (
+        f"if {e0} > {s0} and pk[{e0} - 1] < {k}:\n    {out} = {e0}\n"
+        f"elif {e0} > {s0} and pk[{e0} - 1] == {k}:\n    {out} = {e0} - 1\nelse:\n"
+        + indent(bsearch(out, "pk", s0, e0, k, left=True), 1)
+    )
+
+
+def seek(out: str, start: str, lo: str) -> str:
+    """``out`` = first position in ``[s0, jc)`` with ``pk[pos] >= lo``, scanning from `start` (the previous
+    window's start, a few tiles away), with a binary search after 32 steps."""
+    return f"""{out} = {start}
+{out}_steps = 0
+while {out} > s0 and pk[{out} - 1] >= {lo} and {out}_steps < 32:
+    {out} -= 1
+    {out}_steps += 1
+if {out} > s0 and pk[{out} - 1] >= {lo}:
+{indent(bsearch(out + "_b", "pk", "s0", out, lo, left=True), 1)}
+    {out} = {out}_b
+while {out} < jc and pk[{out}] < {lo}:
+    {out} += 1
 """
 
 
+def bsearch(out: str, arr: str, lo: str, hi: str, x: str, *, left: bool) -> str:
+    """Inline binary search: ``out`` = first position in ``[lo, hi)`` with ``arr[pos] >= x`` (``left``) or
+    ``> x`` (not ``left``); ``arr`` ascending."""
+    test = f"{arr}[{out}_mid] < {x}" if left else f"not ({x} < {arr}[{out}_mid])"
+    return (
+        f"{out} = {lo}\n{out}_hi = {hi}\nwhile {out} < {out}_hi:\n    {out}_mid = ({out} + {out}_hi) >> 1\n"
+        f"    if {test}:\n        {out} = {out}_mid + 1\n    else:\n        {out}_hi = {out}_mid\n"
+    )
+
+
 _COMMON = """
-def lower_bound(a, lo, hi, x):
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def upper_bound(a, lo, hi, x):
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if x < a[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
 def move_rows(pk, wi, wf, start, stop, dest):
     # move rows [start, stop) to dest (overlap-safe)
     if dest > start:
@@ -476,7 +611,7 @@ def _run_source(shapes: Sequence[AggShape]) -> str:
             elif flt{a}[i]:
                 s = sta{a}[i]
                 if s == 0:
-                    add{a}(hd{a}, pk{a}, wi{a}, wf{a}, ci{a}, kid, kt, val{a}[i], t, tops, {a}, ip{a}, fp{a})
+{indent(shapes[a].add_inline(a), 5)}
                 elif s == 1:
                     skipped += 1
                 else:
@@ -579,18 +714,18 @@ def run(base_row, n, kid_arr, tt, {agg_args}, tops, maxseg, policy, em, ek, heap
             else:
                 ek[kid, {K_COUNT}] = c
                 if c == 1:
-                    em[{E_SEQ}] += 1
-                    ek[kid, {K_EPISODE}] = em[{E_SEQ}]
+                    # episode ids (and heap tie-breaks) are the global row + 1: increasing in creation order
+                    seq = ref + 1
+                    ek[kid, {K_EPISODE}] = seq
                     if timeout >= 0:
-                        seq = em[{E_SEQ}]
                         em[{E_HEAP}] = heap_push(heap, em[{E_HEAP}], t + timeout, seq, kid, seq)
         elif kind == 2:
             ek[kid, {K_LATEST_T}] = t
             ek[kid, {K_LATEST_REF}] = ref
             if ek[kid, {K_EPISODE}] == 0:
-                em[{E_SEQ}] += 1
-                ek[kid, {K_EPISODE}] = em[{E_SEQ}]
-                em[{E_HEAP}] = heap_push(heap, em[{E_HEAP}], t + timeout, em[{E_SEQ}], kid, em[{E_SEQ}])
+                seq = ref + 1
+                ek[kid, {K_EPISODE}] = seq
+                em[{E_HEAP}] = heap_push(heap, em[{E_HEAP}], t + timeout, seq, kid, seq)
         if emit:
             o_src[j] = ref
             o_kid[j] = kid
@@ -605,6 +740,55 @@ def run(base_row, n, kid_arr, tt, {agg_args}, tops, maxseg, policy, em, ek, heap
     ctr[{C_SKIPPED}] += skipped
     if final and ctr[{C_STATUS}] == {DONE} and i >= n:
         flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr)
+
+
+def run_grouped(base_row, n, order, kid_arr, tt, {agg_args}, tops, maxseg, policy, ek, emitted, ctr):
+    # the same state machine, each key's events processed together (keys are independent): for policies
+    # without timers. `order` lists the batch's rows grouped by key, arrival order within a key; outputs
+    # go to the event's own row.
+    kind = policy[0]
+    max_events = policy[1]
+    pos = ctr[{C_POS}]
+    events = 0
+    late_events = 0
+    skipped = 0
+    ctr[{C_STATUS}] = {DONE}
+    while pos < n:
+{pool_checks}
+        i = order[pos]
+        kid = kid_arr[i]
+        t = tt[i]
+        events += 1
+        late = False
+        while True:{"".join(apply_aggs)}
+            break
+        if ctr[{C_STATUS}] != {DONE}:
+            events -= 1
+            break
+        if late:
+            late_events += 1
+        emit = kind == 0
+        if kind == 1:
+            ek[kid, {K_LATEST_T}] = t
+            ek[kid, {K_LATEST_REF}] = base_row + i
+            c = ek[kid, {K_COUNT}] + 1
+            if c >= max_events:
+                ek[kid, {K_COUNT}] = 0
+                ek[kid, {K_EPISODE}] = 0
+                emit = True
+            else:
+                ek[kid, {K_COUNT}] = c
+                if c == 1:
+                    ek[kid, {K_EPISODE}] = base_row + i + 1
+        emitted[i] = emit
+        if emit:
+            j = i
+{indent(chr(10).join(shapes[a].eval_inline(a) for a in A), 3)}
+        pos += 1
+    ctr[{C_POS}] = pos
+    ctr[{C_EVENTS}] += events
+    ctr[{C_LATE}] += late_events
+    ctr[{C_SKIPPED}] += skipped
 
 
 def flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr):
@@ -672,9 +856,8 @@ def module_source(shapes: Sequence[AggShape]) -> str:
     """The generated module for one step: per-aggregator functions and the event loop."""
     parts = [_COMMON]
     for a, shape in enumerate(shapes):
-        parts.append(shape.add_source(f"add{a}"))
-        parts.append(shape.eval_source(f"eval{a}"))
-        parts.append(shape.has_source(f"has{a}"))
+        parts.append(shape.eval_function(a))
+        parts.append(shape.has_function(a))
     parts.append(_run_source(shapes))
     body = "\n\n".join(p.strip("\n") for p in parts)
     body = "@njit\n" + body.replace("\ndef ", "\n@njit\ndef ")

@@ -18,7 +18,7 @@ import numpy as np
 from storey.aggregations.kernels.compiled import load_generated_module
 from storey.aggregations.state import NO_TIME, KeyState
 from storey.frames import _codegen as cg
-from storey.frames._batch import Batch, invalid_value_error
+from storey.frames._batch import INVALID, Batch, invalid_value_error
 from storey.frames._emissions import Emissions
 from storey.frames._layout import POLICY_DELAY, POLICY_MAX, POLICY_PERIOD, StepLayout
 
@@ -160,7 +160,9 @@ class CompiledEngine:
         self.layout = layout
         self.where = where
         self.shapes = [cg.AggShape(p) for p in layout.plans]
-        self._run = load_generated_module(cg.module_source(self.shapes), "storey_frames").run
+        module = load_generated_module(cg.module_source(self.shapes), "storey_frames")
+        self._run = module.run
+        self._run_grouped = module.run_grouped
         self.aggs = [_AggState(s, 16, 1024) for s in self.shapes]
         self.tops = np.zeros(len(self.aggs), dtype=np.int64)
         self.maxseg = np.array([a.maxseg for a in self.aggs], dtype=np.int64)
@@ -177,6 +179,8 @@ class CompiledEngine:
         step = layout.boundary_step if kind == POLICY_PERIOD else 1
         delay = policy.delay_ns if kind == POLICY_PERIOD else 0  # type: ignore[attr-defined]
         self.policy = np.array([kind, max_events, timeout, step, delay], dtype=np.int64)
+        # without timers, keys are independent: each key's events of a batch are processed together
+        self._groupable = kind in (0, 4) or (kind == POLICY_MAX and timeout < 0)
         self.em = np.zeros(cg.N_EM, dtype=np.int64)
         self.em[cg.E_C] = NO_TIME
         self.ek = np.zeros((16, 4), dtype=np.int64)
@@ -185,6 +189,8 @@ class CompiledEngine:
         self.n_keys = 0
         self.last_time: np.ndarray = np.zeros(16, dtype=np.int64)
         self.seen = np.zeros(16, dtype=bool)
+        self._first = np.full(16, -1, dtype=np.int64)
+        self._last = np.empty(16, dtype=np.int64)
         self.metrics = {"events": 0, "late_events": 0, "skipped_values": 0}
         self._ones = np.ones(0, dtype=bool)
 
@@ -206,6 +212,8 @@ class CompiledEngine:
             seen = np.zeros(cap, dtype=bool)
             seen[: len(self.seen)] = self.seen
             self.seen = seen
+            self._first = np.full(cap, -1, dtype=np.int64)
+            self._last = np.empty(cap, dtype=np.int64)
         self.n_keys = n_keys
 
     def install(self, kid: int, states: list[KeyState]) -> None:
@@ -251,11 +259,7 @@ class CompiledEngine:
     ) -> tuple[Emissions, BaseException | None]:
         n = 0 if batch is None else batch.n
         if batch is not None and n:
-            self.seen[batch.kids] = True
-            order = np.arange(n)
-            rev = batch.kids[::-1]
-            uniq, idx = np.unique(rev, return_index=True)
-            self.last_time[uniq] = batch.times[order[::-1][idx]]
+            self._group(batch)
         need_heap = int(self.em[cg.E_HEAP]) + n + 1
         if len(self.heap) < need_heap:
             heap = np.zeros((max(need_heap, 2 * len(self.heap)), 4), dtype=np.int64)
@@ -342,7 +346,64 @@ class CompiledEngine:
             if batch.values[a] is None:
                 msg = "the compiled engine needs column values"
                 raise TypeError(msg)
+        # a batch that may fail on a row is run in arrival order, so the rows before it are processed
+        failing = any(bool((s == INVALID).any()) for s in batch.status if s is not None)
+        if self._groupable and not failing:
+            return self._call_grouped(batch, first_row), None
         return self._call(batch, first_row, False)
+
+    def _group(self, batch: Batch) -> np.ndarray:
+        """The batch's rows grouped by key (also notes each key's last event time)."""
+        from storey.frames._group import group_rows
+
+        return group_rows(batch.kids, batch.times, self._first, self._last, self.last_time, self.seen)
+
+    def _call_grouped(self, batch: Batch, first_row: int) -> Emissions:
+        n = batch.n
+        order = self._group(batch)
+        outs, _ = self._outputs(n)
+        emitted = np.empty(n, dtype=np.bool_)
+        flat: list[Any] = []
+        tiles: dict[int, np.ndarray] = {}
+        if len(self._ones) < n:
+            self._ones = np.ones(max(n, 2 * len(self._ones)), dtype=bool)
+        for a, st in enumerate(self.aggs):
+            tk = tiles.get(st.P)
+            if tk is None:
+                tk = tiles[st.P] = batch.times // np.int64(st.P)
+            flt = batch.filters[a]
+            flt = self._ones[:n] if flt is None else flt
+            oi, of, pr = outs[a]
+            flat += [tk, batch.values[a], batch.status[a], flt, st.hd, st.pk, st.wi, st.wf, st.ci, st.cf]
+            flat += [st.ip, st.fp, oi, of, pr]
+        ctr = self.ctr
+        ctr[:] = 0
+        while True:
+            self._run_grouped(
+                first_row, n, order, batch.kids, batch.times, *flat, self.tops, self.maxseg, self.policy,
+                self.ek, emitted, ctr,
+            )  # fmt: skip
+            if int(ctr[cg.C_STATUS]) != cg.NEED_POOL:
+                break
+            a = int(ctr[cg.C_ARG])
+            st = self.aggs[a]
+            st.grow_pool(2 * len(st.pk) + st.maxseg)
+            base = 15 * a
+            flat[base + 5], flat[base + 6], flat[base + 7] = st.pk, st.wi, st.wf
+        self.metrics["events"] += int(ctr[cg.C_EVENTS])
+        self.metrics["late_events"] += int(ctr[cg.C_LATE])
+        self.metrics["skipped_values"] += int(ctr[cg.C_SKIPPED])
+        em = self._collect(outs, [np.arange(first_row, first_row + n), batch.kids, batch.times], n)
+        if self.layout.policy_kind == 0:
+            return em
+        idx = np.flatnonzero(emitted)
+        return Emissions(
+            em.src[idx],
+            em.kid[idx],
+            em.time[idx],
+            [f[idx] for f in em.features],
+            [p[idx] for p in em.present],
+        )
 
     def finish(self) -> Emissions:
         out, _ = self._call(None, 0, True)
