@@ -439,8 +439,8 @@ if k >= hd[kid, {M_}] - ip[{IP_N1}]:
 
 
 _GLOBALS = frozenset(
-    ("float", "int", "range", "len", "bool", "abs", "min", "max", "sqrt", "NAN", "INF", "np", "math")
-    + ("room", "move_rows", "True", "False", "None")
+    {"float", "int", "range", "len", "bool", "abs", "min", "max", "sqrt", "NAN", "INF", "np", "math"}
+    | {"room", "move_rows", "True", "False", "None"}
 )
 
 
