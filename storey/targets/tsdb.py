@@ -12,8 +12,8 @@ time followed by the labels. The frame is built the way the ``v3io_frames`` clie
   that framesd reads as ns);
 - labels as ``object`` columns of ``str`` (the client rejects pandas' ``str`` dtype); a ``None`` label is
   written empty (§3.5), any other value with ``str()``;
-- metric columns as pandas infers them, ``str`` dtypes cast to ``object``. A ``None`` metric is sent as a
-  null (the client sends a zero with a null flag).
+- metric columns as pandas infers them, ``str`` dtypes cast to ``object`` and a column of nulls only as
+  ``float64``. A ``None`` metric is sent as a null (the client sends a zero with a null flag).
 
 Threads, order and retries
 --------------------------
@@ -401,11 +401,19 @@ class WriteToTSDB(Flow):
             elif i < self._n_index:
                 data[name] = pd.Series([_label(v) for v in values], dtype=object)
             else:
-                series = pd.Series(values)
-                if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
-                    series = series.astype(object)
-                data[name] = series
+                data[name] = _metric(pd, values)
         return pd.DataFrame(data)
+
+
+def _metric(pd: Any, values: Sequence[Any]) -> Any:
+    """A metric column: what pandas infers, except that a column of nulls only is a float column (the
+    client would send it untyped) and a ``str`` column is ``object`` (which the client can encode)."""
+    series = pd.Series(values)
+    if series.dtype == object and series.isna().all():
+        return series.astype("float64")
+    if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+        return series.astype(object)
+    return series
 
 
 class _Closer:
