@@ -6,7 +6,10 @@ How a batch becomes a TSDB write
 Rows are built with the column notation of §8.1 (`ColumnSelector`): the time column first, then the label
 columns (`index_cols`), then the metric columns. A batch becomes one flat pandas DataFrame, sent with
 ``client.write("tsdb", table, frame, index_cols=[time, *labels])``, so the frame's index on the wire is the
-time followed by the labels. The frame is built the way the ``v3io_frames`` client needs it under pandas 3:
+time followed by the labels. Within a batch, rows are sorted by time (stable): framesd rejects a frame
+without labels whose times go back, and a sample is keyed by its labels and time, so the order of a
+batch's rows carries nothing else. The frame is built the way the ``v3io_frames`` client needs it under
+pandas 3:
 
 - times as ``datetime64[ns, UTC]`` built from int64 nanoseconds (with µs times the client would send µs
   that framesd reads as ns);
@@ -110,7 +113,8 @@ class WriteToTSDB(Flow):
 
     Notes
     -----
-    The client is synchronous and every call runs in a worker thread. Batches are written in input order.
+    The client is synchronous and every call runs in a worker thread. Batches are written in input order,
+    each one sorted by time.
     Transient failures are retried (§9.2, default policy) and a write that still fails raises `V3ioError`,
     so the flow fails with `FlowError`. Each event is forwarded unchanged once its row is buffered; the
     event that completes a batch of `max_events` is forwarded once that batch is written.
@@ -390,14 +394,20 @@ class WriteToTSDB(Flow):
         )
 
     def _frame(self, rows: list[list[Any]]) -> Any:
-        """The batch as a flat DataFrame: time (ns, UTC), labels (object of str), metrics."""
+        """The batch as a flat DataFrame: time (ns, UTC), labels (object of str), metrics; rows in time
+        order (stable)."""
         pd = require("pandas")
         names = self._selector.names or []
+        times = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        if len(times) > 1 and bool((times[1:] < times[:-1]).any()):
+            order = np.argsort(times, kind="stable")  # framesd needs ascending times in a frame
+            rows = [rows[i] for i in order]
+            times = times[order]
         columns = list(zip(*rows, strict=True))
         data: dict[str, Any] = {}
         for i, (name, values) in enumerate(zip(names, columns, strict=True)):
             if i == 0:
-                data[name] = pd.to_datetime(np.asarray(values, dtype=np.int64), unit="ns", utc=True)
+                data[name] = pd.to_datetime(times, unit="ns", utc=True)
             elif i < self._n_index:
                 data[name] = pd.Series([_label(v) for v in values], dtype=object)
             else:

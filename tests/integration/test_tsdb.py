@@ -134,11 +134,12 @@ metric_values = st.one_of(st.none(), st.integers(-(2**40), 2**40), st.floats(-1e
 def batches(draw: Any) -> list[tuple[int, Any, dict[str, Any]]]:
     n = draw(st.integers(1, 12))
     # Sub-millisecond parts up to 998_999 ns: the emulator divides ns by 1e6 in floating point, and
-    # away from the next millisecond that division truncates like integer division.
-    offsets = sorted(draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n, unique=True)))
+    # away from the next millisecond that division truncates like integer division. Times may repeat
+    # and go back.
+    offsets = draw(st.lists(st.integers(0, 50), min_size=n, max_size=n))
     return [
         (
-            T0 + off * 1_000_000 + draw(st.integers(0, 998_999)),
+            T0 + off * 1_000_000 + draw(st.sampled_from([0, 1, 999, 998_999])),
             draw(label_values),
             {"cpu": draw(metric_values), "mem": draw(st.integers(0, 2**40))},
         )
@@ -153,30 +154,41 @@ def test_samples_have_exact_times_labels_and_values(v3io_emulator_thread, rows, 
     emu.reset()
     events = [Event(dict(body), key=key, time=at(ns)) for ns, key, body in rows]
     out = run([target(emu, index_cols=["host=$key"], max_events=max_events), collect()], events)
-    assert out == [body for _, _, body in rows]  # forwarded unchanged
+    assert out == [body for _, _, body in rows]  # forwarded unchanged, in input order
+
+    # oracle: batches of max_events rows in input order (the rest at termination), each sorted by time
+    step = max_events or len(rows)
+    batched = [rows[i : i + step] for i in range(0, len(rows), step)]
+    batched = [sorted(b, key=lambda r: r[0]) for b in batched]  # sorted() is stable
+    written = [r for b in batched for r in b]
 
     frames = wire(emu)
-    got_times = [t for f in frames for t in f["index"]["time"]]
-    assert got_times == [ns for ns, _, _ in rows]  # exact ns, in input order
+    assert [len(f["index"]["time"]) for f in frames] == [len(b) for b in batched]
+    assert [t for f in frames for t in f["index"]["time"]] == [ns for ns, _, _ in written]  # exact ns
     assert all(f["index_types"] == ["TIME", "STRING"] for f in frames)
-    expected_labels = ["" if k is None else str(k) for _, k, _ in rows]
+    expected_labels = ["" if k is None else str(k) for _, k, _ in written]
     assert [h for f in frames for h in f["index"]["host"]] == expected_labels
     assert all(list(f["metrics"]) == ["cpu", "mem"] for f in frames)
-    assert [m for f in frames for m in f["metrics"]["mem"]] == [b["mem"] for _, _, b in rows]
+    assert [m for f in frames for m in f["metrics"]["mem"]] == [b["mem"] for _, _, b in written]
     nulls = [n for f in frames for n in (f["nulls"] or [[] for _ in f["index"]["time"]])]
-    assert nulls == [["cpu"] if b["cpu"] is None else [] for _, _, b in rows]
-    sizes = [len(f["index"]["time"]) for f in frames]
-    step = max_events or len(rows)
-    assert sizes == [min(step, len(rows) - i) for i in range(0, len(rows), step)]
+    assert nulls == [["cpu"] if b["cpu"] is None else [] for _, _, b in written]
 
     expected = []
-    for (ns, _, body), label in zip(rows, expected_labels, strict=True):
+    for (ns, _, body), label in zip(written, expected_labels, strict=True):
         for metric in ("cpu", "mem"):
             value = body[metric]
             expected.append(
                 (metric, {"host": label}, ns // 1_000_000, 0.0 if value is None else float(value))
             )
     assert samples(emu) == expected
+
+
+def test_times_that_go_back_are_sorted_within_a_batch(v3io_emulator_thread) -> None:
+    emu = v3io_emulator_thread
+    times = [T0 + 5, T0 + 2, T0 + 9, T0 + 2, T0]
+    run([target(emu, max_events=3)], [Event({"v": i}, time=at(t)) for i, t in enumerate(times)])
+    assert [f["index"]["time"] for f in wire(emu)] == [[T0 + 2, T0 + 5, T0 + 9], [T0, T0 + 2]]
+    assert [f["metrics"]["v"] for f in wire(emu)] == [[1, 0, 2], [4, 3]]
 
 
 def test_time_from_a_body_field_renamed_columns_and_labels(v3io_emulator_thread) -> None:
