@@ -211,8 +211,10 @@ def _aggregate(
     progress: Callable[[int], Any] | None = None,
     implementation: str = "auto",
     where: str = "storey.frames.aggregate",
+    collect: list[Any] | None = None,
 ) -> Any:
-    """`aggregate` with the engine implementation selectable (``'auto'``, ``'compiled'``, ``'reference'``)."""
+    """`aggregate` with the engine implementation selectable (``'auto'``, ``'compiled'``, ``'reference'``);
+    with `collect`, the per-batch output tables are appended to it and the metrics are returned."""
     import pyarrow as pa
 
     check_engine(engine, where)
@@ -253,8 +255,13 @@ def _aggregate(
                 assert job.assembler is not None
                 sink.write(job.assembler.empty_table())
         return {**metrics, "rows_out": rows_out}
-    tables: list[Any] = []
+    tables: list[Any] = [] if collect is None else collect
     metrics = run_sync(run_job(job, data, write=tables.append, **options))  # type: ignore[arg-type]
+    if collect is not None:
+        if not any(t.num_rows for t in collect):
+            assert job.assembler is not None
+            collect[:] = [job.assembler.empty_table()]
+        return metrics
     assert job.assembler is not None
     result = job.assembler.combine(tables)
     meta = dict(result.schema.metadata or {})

@@ -339,7 +339,7 @@ def check_parity(
             raise TypeError(msg)
         from storey.frames.plan import backfill, fresh_steps
 
-        stream_steps = fresh_steps(items)
+        stream_steps = fresh_steps(items, private_tables=True)
         stream = stream_events(
             data,
             stream_steps,
@@ -350,7 +350,9 @@ def check_parity(
             storage_options=options.get("storage_options"),
         )
         stream_metrics = _steps_metrics(stream_steps)
-        frames = backfill(data, fresh_steps(items), key_field=key, time_field=time_field, **options)
+        frames = backfill(
+            data, fresh_steps(items, private_tables=True), key_field=key, time_field=time_field, **options
+        )
         frames_metrics = _table_metrics(frames)
         features = set()
         for step in items:
