@@ -22,7 +22,8 @@ Threads, order and retries
 --------------------------
 The client is synchronous, so every call (client creation, ``create``, ``write``) runs in a worker thread
 (`asyncio.to_thread`) and the event loop never blocks. Writes are chained: each batch is written after the
-previous one finished, in input order. Each call is retried under the default `RetryPolicy` of §9.2
+previous one finished, in input order. The client is built without its version check, so it makes no
+request of its own. Each ``create`` and ``write`` is retried under the default `RetryPolicy` of §9.2
 (0.1 s doubling, at most 5 s apart, 5 retries) when the failure is transient: a connection refused, reset
 or lost, a timeout, or an HTTP 5xx from framesd (the HTTP client does not report statuses, so a response
 hook on its ``requests`` session records them), or gRPC ``UNAVAILABLE``/``DEADLINE_EXCEEDED``. Any other
