@@ -34,8 +34,13 @@ class SourceStep(Flow):
 class ReaderSource(SourceStep):
     """Base of sources that read data (files, dataframes) and terminate by themselves.
 
-    Subclasses implement `_read_batches`, a generator of lists of `Event`s in arrival order.
+    Subclasses implement `_read_batches`, a generator of lists of `Event`s in arrival order (keys, times
+    and ids already set), so the step itself only forwards.
     """
+
+    def _init_run(self, run: Run) -> None:
+        super()._init_run(run)
+        self._do = self._forward  # type: ignore[method-assign]  # nothing to do per event: skip a frame
 
     def _read_batches(self) -> Iterator[list[Event]]:
         raise NotImplementedError

@@ -12,6 +12,10 @@ from storey.flow.step import Flow
 __all__ = ["Complete", "Reduce"]
 
 
+_PLAIN = frozenset({int, float, str, list, dict, tuple, bool, type(None)})
+"""Result types that are never awaitable (skips the `__await__` lookup on the hot path)."""
+
+
 class Complete(Flow):
     """Forward the event, wait for downstream, then settle its awaitable result with the body.
 
@@ -74,8 +78,8 @@ class Reduce(Flow):
         self._acc = _copy.deepcopy(self._initial_value)
 
     def _do(self, event: Event) -> Awaitable[Any] | None:
-        acc = self._fn(self._acc, self._element(event))
-        if hasattr(acc, "__await__"):
+        acc = self._fn(self._acc, _copy.copy(event) if self._full_event else event.body)
+        if type(acc) not in _PLAIN and hasattr(acc, "__await__"):
             return self._resume(acc, event)
         self._acc = acc
         return None
