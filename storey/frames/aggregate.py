@@ -46,6 +46,13 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     return box["value"]
 
 
+def _dask_call(name: str, args: dict[str, Any]) -> Any:
+    """``engine='dask'``: `storey.frames.dask.<name>` with the caller's arguments (spec §8.7)."""
+    from storey.frames import dask
+
+    return getattr(dask, name)(**{k: v for k, v in args.items() if k not in ("engine", "where")})
+
+
 def check_engine(engine: str, where: str) -> None:
     """``'local'`` runs; ``'dask'`` is not implemented yet; anything else is a `ValueError`."""
     if engine == "local":
@@ -150,7 +157,7 @@ def aggregate(
     output
         A path or URL: stream the rows to Parquet (file or dataset directory) or CSV and return the metrics.
     engine
-        ``'local'`` (``'dask'`` is not implemented yet).
+        ``'local'``, or ``'dask'`` (`storey.frames.dask`: a Dask DataFrame, or the metrics with `output`).
     storage_options
         fsspec options for URLs.
     progress
@@ -175,6 +182,8 @@ def aggregate(
     >>> json.loads(out.schema.metadata[b"storey.metrics"])["events"]
     3
     """  # noqa: E501
+    if engine == "dask":
+        return _dask_call("aggregate", locals())
     return _aggregate(
         data,
         aggregates,
@@ -326,6 +335,8 @@ def build_state(
     if table is None:
         msg = f"{where}: `table` is required"
         raise TypeError(msg)
+    if engine == "dask":
+        return _dask_call("build_state", locals())
     return _build_state(
         data,
         aggregates,
