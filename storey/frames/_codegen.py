@@ -33,14 +33,14 @@ from storey.aggregations.kernels import get_aggregation, get_kernel
 from storey.aggregations.kernels._codegen import indent, rename
 from storey.aggregations.state import AggregatorPlan
 
-__all__ = ["AggShape", "module_source"]
+__all__ = ["AggShape", "njit", "step_source"]
 
 
 # per-key header columns
 H_, M_, BASE_, CAP_, START_, LEN_ = range(6)
 # int parameters per aggregator
-IP_P, IP_N1, IP_NRET, IP_NMAX, IP_SEG0, IP_CCAPI = range(6)
-IP_NW = 6  # window lengths in tiles follow
+IP_P, IP_N1, IP_NRET, IP_NMAX, IP_SEG0, IP_CCAPI, IP_FIXED = range(7)
+IP_NW = 7  # window lengths in tiles follow
 # float parameters
 FP_CAP, FP_CCAPF = range(2)
 
@@ -67,9 +67,11 @@ def _literal(value: Any) -> str:
 
 
 class AggShape:
-    """The compile-time shape of one aggregator and its layout in the generated code.
+    """The compile-time shape of one aggregator and its layout in the generated code: its kernels,
+    aggregations, number of windows and whether ``count`` is capped (with an int or a float).
 
-    Everything else (period, window lengths, `N`, caps) is passed at run time.
+    Everything else (window type, period, window lengths, `N`, caps) is passed at run time, so one compiled
+    module serves many aggregators.
     """
 
     def __init__(self, plan: AggregatorPlan) -> None:
@@ -112,8 +114,6 @@ class AggShape:
             self.kernel_names,
             self.aggregations,
             self.n_windows,
-            self.fixed,
-            self.capped,
             self.capped_count,
             self.float_count,
         )
@@ -172,12 +172,13 @@ class AggShape:
     # -- canonical bodies ---------------------------------------------------------------------------------
     # Names: the state arrays (hd, pk, wi, wf, ci, cf), parameters (ip, fp), inputs (kid, k, t, val, i, j)
     # and outputs (oi, of); every other name is local. `localize` renames them for one call site.
-    def add_body(self, agg: int) -> str:
+    def add_body(self) -> str:
         """Add the value of row ``i`` at time ``t`` to tile ``k`` of key ``kid`` (§5.2 step 3)."""
-        update = _update_block(self.kernels, self.capped)
+        # caps are always applied: without `max_value` the cap is +inf and ``x > inf`` is never true, so the
+        # capped update is then exactly the uncapped one (one compiled shape for both)
+        update = _update_block(self.kernels, True)
         mid = bsearch("q", "pk", "base + st", "base + st + ln", "k", left=True)
         return f"""
-v = val[i]
 CAP = fp[{FP_CAP}]
 base = hd[kid, {BASE_}]
 cap = hd[kid, {CAP_}]
@@ -200,7 +201,7 @@ if p == -1:
     if ln == 0:
         st = 0
     if base < 0 or st + ln == cap:
-        base, cap, st = room(pk, wi, wf, tops, {agg}, base, cap, st, ln, ip[{IP_SEG0}])
+        base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
     p = base + st + ln
     ln += 1
     pk[p] = k
@@ -218,7 +219,7 @@ elif p == -2:
     else:
         if st + ln == cap:
             off = q - (base + st)
-            base, cap, st = room(pk, wi, wf, tops, {agg}, base, cap, st, ln, ip[{IP_SEG0}])
+            base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
             q = base + st + off
         move_rows(pk, wi, wf, q, base + st + ln, q + 1)
         p = q
@@ -259,7 +260,7 @@ for w in range({self.n_windows}):
         ]
         for w in range(self.n_windows):
             nw = f"ip[{IP_NW + w}]"
-            lo = f"(k // {nw}) * {nw}" if self.fixed else f"k - {nw} + 1"
+            lo = f"((k // {nw}) * {nw} if ip[{IP_FIXED}] else k - {nw} + 1)"
             fold = [
                 "    for jj in range(start, jc):",
                 indent(self.load("b_", "jj", self.acc_fields), 2),
@@ -402,7 +403,7 @@ else:
 
     def has_body(self) -> str:
         """Whether the largest window as of a time in tile ``k`` holds data; ``found``."""
-        lo = f"(k // ip[{IP_NMAX}]) * ip[{IP_NMAX}]" if self.fixed else f"k - ip[{IP_NMAX}] + 1"
+        lo = f"((k // ip[{IP_NMAX}]) * ip[{IP_NMAX}] if ip[{IP_FIXED}] else k - ip[{IP_NMAX}] + 1)"
         search = bsearch("jj", "pk", "s0", "e0", lo, left=True)
         return f"""
 found = False
@@ -413,29 +414,90 @@ if k >= hd[kid, {M_}] - ip[{IP_N1}]:
     found = jj < e0 and pk[jj] <= k
 """
 
-    # -- call sites ---------------------------------------------------------------------------------------
-    def shared(self, a: int) -> dict[str, str]:
-        names = ("hd", "pk", "wi", "wf", "ci", "cf", "ip", "fp", "oi", "of", "val", "tk", "pr")
-        out = {n: f"{n}{a}" for n in names}
-        out.update({x: x for x in ("kid", "t", "i", "j", "tops")})
-        return out
-
-    def add_inline(self, a: int) -> str:
-        """The add body for row ``i`` (tile ``kt``) inside a loop."""
-        return localize(self.add_body(a), a, {**self.shared(a), "k": "kt"})
-
-    def eval_inline(self, a: int) -> str:
-        """The eval body for key ``kid`` as of the event of row ``i`` into output row ``j``."""
-        return localize(f"k = tk[i]\n{self.eval_body()}pr[j] = present\n", a, self.shared(a))
-
-    def eval_function(self, a: int) -> str:
-        return (
-            f"def eval{a}(hd, pk, wi, wf, ci, cf, kid, k, oi, of, j, ip, fp):\n"
+    # -- the per-aggregator module ------------------------------------------------------------------------
+    def module_source(self) -> str:
+        """Functions for this shape: ``add``, ``evaluate``, ``has`` (called per event by the arrival-order
+        loop) and ``grouped`` (the whole key-grouped loop of one aggregator, with add and evaluate inlined,
+        for policies without timers)."""
+        add_fn = (
+            f"def add(hd, pk, wi, wf, ci, tops, a, kid, k, v, t, ip, fp):\n{indent(self.add_body(), 1)}\n"
+        )
+        eval_fn = (
+            "def evaluate(hd, pk, wi, wf, ci, cf, kid, k, oi, of, j, ip, fp):\n"
             f"{indent(self.eval_body(), 1)}\n    return present\n"
         )
+        has_fn = f"def has(hd, pk, kid, k, ip):\n{indent(self.has_body(), 1)}\n    return found\n"
+        shared = {x: x for x in ("hd", "pk", "wi", "wf", "ci", "cf", "ip", "fp", "oi", "of", "kid", "t", "i")}
+        shared.update({"j": "i", "tops": "tops", "a": "a", "k": "kt", "v": "v"})
+        add_inline = localize(self.add_body(), "add", shared)
+        eval_inline = localize(self.eval_body(), "ev", shared)
+        grouped = f"""
+def grouped(n, order, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip, fp, oi, of, pr, tops, a,
+            maxseg, emitted, all_emitted, late, ctr):
+    # one aggregator over a batch's rows grouped by key (arrival order within a key; keys are independent
+    # without timers); the features of row i go to output row i
+    pos = ctr[{C_POS}]
+    skipped = 0
+    ctr[{C_STATUS}] = {DONE}
+    while pos < n:
+        if tops[a, 0] + maxseg > pk.shape[0]:
+            ctr[{C_STATUS}] = {NEED_POOL}
+            break
+        i = order[pos]
+        kid = kid_arr[i]
+        t = tt[i]
+        kt = tk[i]
+        if t > hd[kid, {H_}]:
+            hd[kid, {H_}] = t
+            hd[kid, {M_}] = kt
+        if kt < hd[kid, {M_}] - ip[{IP_N1}]:
+            late[i] = True
+        elif flt[i]:
+            s = sta[i]
+            if s == 0:
+                v = val[i]
+{indent(add_inline, 4)}
+            elif s == 1:
+                skipped += 1
+            else:
+                ctr[{C_STATUS}] = {INVALID_VALUE}
+                break
+        if all_emitted or emitted[i]:
+{indent(eval_inline, 3)}
+            pr[i] = _ev_present
+        pos += 1
+    ctr[{C_POS}] = pos
+    ctr[{C_SKIPPED}] += skipped
+"""
+        body = "\n\n".join(x.strip("\n") for x in (_COMMON, add_fn, eval_fn, has_fn, grouped))
+        return _module(body, f"aggregator shape {self.key!r}")
 
-    def has_function(self, a: int) -> str:
-        return f"def has{a}(hd, pk, kid, k, ip):\n{indent(self.has_body(), 1)}\n    return found\n"
+
+def _module(body: str, what: str) -> str:
+    body = "@njit\n" + body.replace("\ndef ", "\n@njit\ndef ")
+    body = body.replace("\n\n@njit\ndef ", "\n\n\n@njit\ndef ")
+    header = (
+        f'"""Generated by storey.frames._codegen ({what}): do not edit."""\n\n'
+        "import numpy as np\n\n"
+        "from storey.aggregations.kernels._codegen import safe_sqrt\n"
+        "from storey.frames._codegen import njit\n\n"
+        "INF = float('inf')\nNAN = float('nan')\n"
+        "sqrt = njit(safe_sqrt)\n\n\n"
+    )
+    return header + body
+
+
+def njit(fn: Any) -> Any:
+    """``numba.njit`` with the parity settings (no fastmath, no parallel), without the GIL (the engine may
+    run independent aggregators on threads), cached on disk for functions defined in a real file."""
+    import os
+
+    from storey.aggregations.kernels import compiled
+
+    numba = compiled.require("numba")
+    code = getattr(fn, "__code__", None)
+    cache = code is not None and os.path.isfile(code.co_filename) and compiled._CACHE_OK
+    return numba.njit(fastmath=False, parallel=False, nogil=True, cache=cache)(fn)
 
 
 _GLOBALS = frozenset(
@@ -444,9 +506,9 @@ _GLOBALS = frozenset(
 )
 
 
-def localize(code: str, a: int, shared: dict[str, str]) -> str:
-    """Rename a canonical body for one call site: shared names as given, other locals ``_a<a>_<name>``."""
-    return rename(code, lambda name: shared.get(name, None if name in _GLOBALS else f"_a{a}_{name}"))
+def localize(code: str, prefix: str, shared: dict[str, str]) -> str:
+    """Rename a canonical body for one call site: shared names as given, other locals ``_<prefix>_<name>``."""
+    return rename(code, lambda name: shared.get(name, None if name in _GLOBALS else f"_{prefix}_{name}"))
 
 
 def locate(out: str, s0: str, e0: str, k: str) -> str:
@@ -485,6 +547,10 @@ def bsearch(out: str, arr: str, lo: str, hi: str, x: str, *, left: bool) -> str:
     )
 
 
+N_SIZE_CLASSES = 48
+"""Columns of the pool allocator's ``tops`` array per aggregator: the pool's end, then one free-list head
+per segment size class (``SEG0 << c`` tiles; ``-1`` when empty)."""
+
 _COMMON = """
 def move_rows(pk, wi, wf, start, stop, dest):
     # move rows [start, stop) to dest (overlap-safe)
@@ -506,18 +572,34 @@ def move_rows(pk, wi, wf, start, stop, dest):
                 wf[y, c] = wf[x, c]
 
 
+def alloc(pk, tops, a, size, c):
+    # a block of `size` tiles (size class c) from the class's free list, else from the end of the pool
+    head = tops[a, 1 + c]
+    if head >= 0:
+        tops[a, 1 + c] = pk[head]
+        return head
+    nb = tops[a, 0]
+    tops[a, 0] += size
+    return nb
+
+
 def room(pk, wi, wf, tops, a, base, cap, st, ln, seg0):
-    # make room for one more tile at the end of a key's segment: allocate, compact or double
+    # make room for one more tile at the end of a key's segment: allocate, compact, or move to a block
+    # twice as large (the old block goes to its size class's free list: pk[block] links the list)
     if base < 0:
-        base = tops[a]
-        tops[a] += seg0
-        return base, seg0, 0
+        return alloc(pk, tops, a, seg0, 0), seg0, 0
     if st > 0:
         move_rows(pk, wi, wf, base + st, base + st + ln, base)
         return base, cap, 0
-    nb = tops[a]
-    tops[a] += 2 * cap
+    c = 0
+    x = seg0
+    while x < cap:
+        x <<= 1
+        c += 1
+    nb = alloc(pk, tops, a, 2 * cap, c + 1)
     move_rows(pk, wi, wf, base, base + ln, nb)
+    pk[base] = tops[a, 1 + c]
+    tops[a, 1 + c] = base
     return nb, 2 * cap, 0
 
 
@@ -593,7 +675,7 @@ def _run_source(shapes: Sequence[AggShape]) -> str:
         return " or ".join(f"has{a}(hd{a}, pk{a}, {kid}, {tau} // ip{a}[{IP_P}], ip{a})" for a in A)
 
     pool_checks = "\n".join(
-        f"""        if tops[{a}] + maxseg[{a}] > pk{a}.shape[0]:
+        f"""        if tops[{a}, 0] + maxseg[{a}] > pk{a}.shape[0]:
             ctr[{C_STATUS}] = {NEED_POOL}
             ctr[{C_ARG}] = {a}
             break"""
@@ -611,7 +693,7 @@ def _run_source(shapes: Sequence[AggShape]) -> str:
             elif flt{a}[i]:
                 s = sta{a}[i]
                 if s == 0:
-{indent(shapes[a].add_inline(a), 5)}
+                    add{a}(hd{a}, pk{a}, wi{a}, wf{a}, ci{a}, tops, {a}, kid, kt, val{a}[i], t, ip{a}, fp{a})
                 elif s == 1:
                     skipped += 1
                 else:
@@ -742,55 +824,6 @@ def run(base_row, n, kid_arr, tt, {agg_args}, tops, maxseg, policy, em, ek, heap
         flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr)
 
 
-def run_grouped(base_row, n, order, kid_arr, tt, {agg_args}, tops, maxseg, policy, ek, emitted, ctr):
-    # the same state machine, each key's events processed together (keys are independent): for policies
-    # without timers. `order` lists the batch's rows grouped by key, arrival order within a key; outputs
-    # go to the event's own row.
-    kind = policy[0]
-    max_events = policy[1]
-    pos = ctr[{C_POS}]
-    events = 0
-    late_events = 0
-    skipped = 0
-    ctr[{C_STATUS}] = {DONE}
-    while pos < n:
-{pool_checks}
-        i = order[pos]
-        kid = kid_arr[i]
-        t = tt[i]
-        events += 1
-        late = False
-        while True:{"".join(apply_aggs)}
-            break
-        if ctr[{C_STATUS}] != {DONE}:
-            events -= 1
-            break
-        if late:
-            late_events += 1
-        emit = kind == 0
-        if kind == 1:
-            ek[kid, {K_LATEST_T}] = t
-            ek[kid, {K_LATEST_REF}] = base_row + i
-            c = ek[kid, {K_COUNT}] + 1
-            if c >= max_events:
-                ek[kid, {K_COUNT}] = 0
-                ek[kid, {K_EPISODE}] = 0
-                emit = True
-            else:
-                ek[kid, {K_COUNT}] = c
-                if c == 1:
-                    ek[kid, {K_EPISODE}] = base_row + i + 1
-        emitted[i] = emit
-        if emit:
-            j = i
-{indent(chr(10).join(shapes[a].eval_inline(a) for a in A), 3)}
-        pos += 1
-    ctr[{C_POS}] = pos
-    ctr[{C_EVENTS}] += events
-    ctr[{C_LATE}] += late_events
-    ctr[{C_SKIPPED}] += skipped
-
-
 def flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr):
     # the termination flush (§6.5), resumable when the output buffer fills up
     cap_out = o_src.shape[0]
@@ -852,22 +885,12 @@ def flush(kind, step, {agg_args}, em, ek, heap, o_src, o_kid, o_time, ctr):
 """
 
 
-def module_source(shapes: Sequence[AggShape]) -> str:
-    """The generated module for one step: per-aggregator functions and the event loop."""
-    parts = [_COMMON]
-    for a, shape in enumerate(shapes):
-        parts.append(shape.eval_function(a))
-        parts.append(shape.has_function(a))
-    parts.append(_run_source(shapes))
-    body = "\n\n".join(p.strip("\n") for p in parts)
-    body = "@njit\n" + body.replace("\ndef ", "\n@njit\ndef ")
-    body = body.replace("\n\n@njit\ndef ", "\n\n\n@njit\ndef ")
-    header = (
-        '"""Generated by storey.frames._codegen: do not edit."""\n\n'
-        "import numpy as np\n\n"
-        "from storey.aggregations.kernels._codegen import safe_sqrt\n"
-        "from storey.aggregations.kernels.compiled import njit\n\n"
-        "INF = float('inf')\nNAN = float('nan')\n"
-        "sqrt = njit(safe_sqrt)\n\n\n"
+def step_source(shapes: Sequence[AggShape], modules: Sequence[str]) -> str:
+    """The per-step module: the arrival-order event loop with the emit-policy scheduler, and the termination
+    flush, calling each aggregator's ``add``/``evaluate``/``has`` from its shape module (`modules`)."""
+    imports = "".join(
+        f"from {m} import add as add{a}, evaluate as eval{a}, has as has{a}  # noqa: F401\n"
+        for a, m in enumerate(modules)
     )
-    return header + body
+    body = "\n\n".join(x.strip("\n") for x in (_COMMON, _run_source(shapes)))
+    return _module(body, "step loop").replace("INF = float", imports + "\nINF = float", 1)

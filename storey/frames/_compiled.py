@@ -10,6 +10,7 @@ emits them and no state is copied between batches.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +38,37 @@ def compiled_available(layout: StepLayout) -> bool:
     return all(cg.AggShape(p).fusable for p in layout.plans)
 
 
+def _shape_module(shape: cg.AggShape) -> Any:
+    return load_generated_module(shape.module_source(), "storey_frames_agg")
+
+
+_POOL: Any = None
+
+
+def _threads() -> int:
+    """Threads for independent aggregators: ``$STOREY_FRAMES_THREADS``, else the CPU count (at most 4)."""
+    import os
+
+    env = os.environ.get("STOREY_FRAMES_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _map(fn: Any, jobs: list[Any], n: int) -> list[Any]:
+    """``[fn(job) for job in jobs]``, on threads when there are several aggregators and enough rows (the
+    compiled loops release the GIL; each aggregator's state is its own, so results do not depend on it)."""
+    global _POOL
+    threads = _threads()
+    if threads == 1 or len(jobs) == 1 or n < 4096:
+        return [fn(job) for job in jobs]
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="storey-frames")
+    return list(_POOL.map(fn, jobs))
+
+
 def _pow2(x: int) -> int:
     return 1 << max(0, int(x) - 1).bit_length()
 
@@ -60,9 +92,10 @@ class _AggState:
                 ccap_f = float(plan.max_value)  # type: ignore[arg-type]
             else:
                 ccap_i = int(plan.max_value)  # type: ignore[arg-type]
-        ip = [plan.period_ns, plan.n_slots - 1, self.nret, plan.windows.n_tiles, _SEG0, ccap_i]
+        ip = [plan.period_ns, plan.n_slots - 1, self.nret, plan.windows.n_tiles, _SEG0, ccap_i, int(fixed)]
         self.ip = np.array(ip + list(plan.windows.tiles_per_window), dtype=np.int64)
-        self.fp = np.array([0.0 if plan.cap is None else float(plan.cap), ccap_f], dtype=np.float64)
+        cap = math.inf if plan.cap is None else float(plan.cap)  # +inf: the cap test is never true
+        self.fp = np.array([cap, ccap_f], dtype=np.float64)
         max_tiles = (4 if fixed else 3) * plan.n_slots + 2
         self.maxseg = 2 * _pow2(max(max_tiles, _SEG0))
         self.hd = np.empty((0, 6), dtype=np.int64)
@@ -96,11 +129,11 @@ class _AggState:
         old = len(self.pk)
         if n <= old:
             return
-        pk = np.zeros(n, dtype=np.int64)
+        pk = np.empty(n, dtype=np.int64)
         pk[:old] = self.pk
-        wi = np.zeros((n, self.wi.shape[1]), dtype=np.int64)
+        wi = np.empty((n, self.wi.shape[1]), dtype=np.int64)
         wi[:old] = self.wi
-        wf = np.zeros((n, self.wf.shape[1]), dtype=np.float64)
+        wf = np.empty((n, self.wf.shape[1]), dtype=np.float64)
         wf[:old] = self.wf
         self.pk, self.wi, self.wf = pk, wi, wf
 
@@ -113,9 +146,9 @@ class _AggState:
         if n == 0:
             return
         cap = _pow2(max(n + 1, _SEG0))
-        base = int(tops[a])
+        base = int(tops[a, 0])
         self.grow_pool(max(2 * len(self.pk), base + cap + self.maxseg))
-        tops[a] = base + cap
+        tops[a, 0] = base + cap
         self.pk[base : base + n] = st.keys
         fields = self.shape.row_fields
         for c, f in enumerate(self.shape.i_fields):
@@ -160,11 +193,11 @@ class CompiledEngine:
         self.layout = layout
         self.where = where
         self.shapes = [cg.AggShape(p) for p in layout.plans]
-        module = load_generated_module(cg.module_source(self.shapes), "storey_frames")
-        self._run = module.run
-        self._run_grouped = module.run_grouped
+        self.modules = [_shape_module(shape) for shape in self.shapes]
+        self._step_run: Any = None
         self.aggs = [_AggState(s, 16, 1024) for s in self.shapes]
-        self.tops = np.zeros(len(self.aggs), dtype=np.int64)
+        self.tops = np.full((len(self.aggs), 1 + cg.N_SIZE_CLASSES), -1, dtype=np.int64)
+        self.tops[:, 0] = 0
         self.maxseg = np.array([a.maxseg for a in self.aggs], dtype=np.int64)
         for st in self.aggs:
             st.grow_pool(max(len(st.pk), 4 * st.maxseg))
@@ -214,6 +247,8 @@ class CompiledEngine:
             self.seen = seen
             self._first = np.full(cap, -1, dtype=np.int64)
             self._last = np.empty(cap, dtype=np.int64)
+        for st in self.aggs:  # room for a few tiles per key up front (fewer pool growths)
+            st.grow_pool(max(len(st.pk), 4 * _SEG0 * n_keys + 2 * st.maxseg))
         self.n_keys = n_keys
 
     def install(self, kid: int, states: list[KeyState]) -> None:
@@ -313,7 +348,7 @@ class CompiledEngine:
                     of,
                     pr,
                 ]
-            self._run(
+            self._loop()(
                 first_row, n, kids, times, *flat, self.tops, self.maxseg, self.policy, self.em, self.ek,
                 self.heap, common[0], common[1], common[2], ctr, final,
             )  # fmt: skip
@@ -358,43 +393,59 @@ class CompiledEngine:
 
         return group_rows(batch.kids, batch.times, self._first, self._last, self.last_time, self.seen)
 
+    def _loop(self) -> Any:
+        """The arrival-order loop of this step (built on first use: only timer policies need it)."""
+        if self._step_run is None:
+            names = [m.__name__ for m in self.modules]
+            module = load_generated_module(cg.step_source(self.shapes, names), "storey_frames_step")
+            self._step_run = module.run
+        return self._step_run
+
     def _call_grouped(self, batch: Batch, first_row: int) -> Emissions:
+        from storey.frames._group import max_events_mask
+
         n = batch.n
         order = self._group(batch)
         outs, _ = self._outputs(n)
-        emitted = np.empty(n, dtype=np.bool_)
-        flat: list[Any] = []
-        tiles: dict[int, np.ndarray] = {}
+        kind = self.layout.policy_kind
+        all_emitted = kind == 0
+        emitted = np.zeros(n if kind != 0 else 0, dtype=np.bool_)
+        if kind == POLICY_MAX:
+            max_events_mask(order, batch.kids, batch.times, first_row, self.ek, int(self.policy[1]), emitted)
+        late = np.zeros(n, dtype=np.bool_)
         if len(self._ones) < n:
             self._ones = np.ones(max(n, 2 * len(self._ones)), dtype=bool)
+        tiles: dict[int, np.ndarray] = {}
+        jobs = []
         for a, st in enumerate(self.aggs):
             tk = tiles.get(st.P)
             if tk is None:
                 tk = tiles[st.P] = batch.times // np.int64(st.P)
             flt = batch.filters[a]
             flt = self._ones[:n] if flt is None else flt
-            oi, of, pr = outs[a]
-            flat += [tk, batch.values[a], batch.status[a], flt, st.hd, st.pk, st.wi, st.wf, st.ci, st.cf]
-            flat += [st.ip, st.fp, oi, of, pr]
-        ctr = self.ctr
-        ctr[:] = 0
-        while True:
-            self._run_grouped(
-                first_row, n, order, batch.kids, batch.times, *flat, self.tops, self.maxseg, self.policy,
-                self.ek, emitted, ctr,
-            )  # fmt: skip
-            if int(ctr[cg.C_STATUS]) != cg.NEED_POOL:
-                break
-            a = int(ctr[cg.C_ARG])
+            args = (n, order, batch.kids, batch.times, tk, batch.values[a], batch.status[a], flt)
+            jobs.append((a, args, outs[a]))
+
+        def run_one(job: tuple[int, tuple[Any, ...], tuple[Any, ...]]) -> int:
+            a, args, (oi, of, pr) = job
             st = self.aggs[a]
-            st.grow_pool(2 * len(st.pk) + st.maxseg)
-            base = 15 * a
-            flat[base + 5], flat[base + 6], flat[base + 7] = st.pk, st.wi, st.wf
-        self.metrics["events"] += int(ctr[cg.C_EVENTS])
-        self.metrics["late_events"] += int(ctr[cg.C_LATE])
-        self.metrics["skipped_values"] += int(ctr[cg.C_SKIPPED])
+            ctr = np.zeros(cg.N_CTR, dtype=np.int64)
+            grouped = self.modules[a].grouped
+            while True:
+                grouped(
+                    *args, st.hd, st.pk, st.wi, st.wf, st.ci, st.cf, st.ip, st.fp, oi, of, pr, self.tops, a,
+                    st.maxseg, emitted, all_emitted, late, ctr,
+                )  # fmt: skip
+                if int(ctr[cg.C_STATUS]) != cg.NEED_POOL:
+                    return int(ctr[cg.C_SKIPPED])
+                st.grow_pool(2 * len(st.pk) + st.maxseg)
+
+        skipped = _map(run_one, jobs, n)
+        self.metrics["events"] += n
+        self.metrics["late_events"] += int(np.count_nonzero(late))
+        self.metrics["skipped_values"] += sum(skipped)
         em = self._collect(outs, [np.arange(first_row, first_row + n), batch.kids, batch.times], n)
-        if self.layout.policy_kind == 0:
+        if all_emitted:
             return em
         idx = np.flatnonzero(emitted)
         return Emissions(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from storey.aggregations.kernels.compiled import njit
+from storey.frames._codegen import njit
 
-__all__ = ["group_rows"]
+__all__ = ["group_rows", "max_events_mask"]
 
 
 def _group_rows(
@@ -74,3 +74,52 @@ def group_rows(
     nxt = np.empty(n, dtype=np.int64)
     _compiled(kids, times, first, last, nxt, order, last_time, seen)
     return order
+
+
+def _max_events_mask(
+    order: np.ndarray,
+    kids: np.ndarray,
+    times: np.ndarray,
+    base_row: int,
+    ek: np.ndarray,
+    max_events: int,
+    emitted: np.ndarray,
+) -> None:
+    # EmitAfterMaxEvent without a timeout: per-key counters only (storey.aggregations.emitter.on_event)
+    for pos in range(order.shape[0]):
+        i = order[pos]
+        kid = kids[i]
+        ek[kid, 2] = times[i]  # latest event (time, global row)
+        ek[kid, 3] = base_row + i
+        c = ek[kid, 0] + 1
+        if c >= max_events:
+            ek[kid, 0] = 0
+            ek[kid, 1] = 0
+            emitted[i] = True
+        else:
+            ek[kid, 0] = c
+            if c == 1:
+                ek[kid, 1] = base_row + i + 1  # the episode id: increasing in creation order
+
+
+_compiled_mask = None
+
+
+def max_events_mask(
+    order: np.ndarray,
+    kids: np.ndarray,
+    times: np.ndarray,
+    base_row: int,
+    ek: np.ndarray,
+    max_events: int,
+    emitted: np.ndarray,
+) -> None:
+    """Mark the rows `EmitAfterMaxEvent(max_events)` emits and update the per-key emitter columns of `ek`
+    (count, episode, latest time, latest row); rows in `order` (grouped by key, arrival order per key)."""
+    from storey.frames import _codegen as cg
+
+    assert (cg.K_COUNT, cg.K_EPISODE, cg.K_LATEST_T, cg.K_LATEST_REF) == (0, 1, 2, 3)
+    global _compiled_mask
+    if _compiled_mask is None:
+        _compiled_mask = njit(_max_events_mask)
+    _compiled_mask(order, kids, times, base_row, ek, max_events, emitted)
