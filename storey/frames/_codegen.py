@@ -87,7 +87,10 @@ class AggShape:
         self.f_fields = [f for f in self.row_fields if dtypes[f] == "f8"]
         self.acc_fields = tuple(plan.fused.acc_fields)
         self.capped = plan.cap is not None
-        self.capped_count = "count" in self.aggregations and plan.max_value is not None
+        # an emitted count always goes through the capped sum Σ min(cap, n) (§5.3): without `max_value` the
+        # int cap is 2**62, so the sum is exactly Σ n (one compiled shape for both); a float cap makes the
+        # count a float (another shape)
+        self.capped_count = "count" in self.aggregations
         self.float_count = self.capped_count and isinstance(plan.max_value, float)
         self.acc_slots = self.acc_fields + (("_cc",) if self.capped_count else ())
         # a count-only accumulator is exact integers: its cached window sum may also drop old tiles by

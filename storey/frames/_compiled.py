@@ -85,13 +85,13 @@ class _AggState:
         fixed = plan.window_type == "fixed"
         self.nret = (3 if fixed else 2) * plan.n_slots - 2
         n_w = shape.n_windows
-        ccap_i = 0
+        ccap_i = 2**62  # no cap: min(2**62, n) is n
         ccap_f = 0.0
-        if shape.capped_count:
+        if shape.capped_count and plan.max_value is not None:
             if shape.float_count:
-                ccap_f = float(plan.max_value)  # type: ignore[arg-type]
+                ccap_f = float(plan.max_value)
             else:
-                ccap_i = int(plan.max_value)  # type: ignore[arg-type]
+                ccap_i = int(plan.max_value)
         ip = [plan.period_ns, plan.n_slots - 1, self.nret, plan.windows.n_tiles, _SEG0, ccap_i, int(fixed)]
         self.ip = np.array(ip + list(plan.windows.tiles_per_window), dtype=np.int64)
         cap = math.inf if plan.cap is None else float(plan.cap)  # +inf: the cap test is never true
