@@ -158,26 +158,7 @@ def test_redis_crash_mid_stream_then_replay_after_last_applied(redis_server_fact
         _run(Table("t", driver), events, extra=[Map(crash)])
     assert isinstance(info.value.__cause__, RedisError)
     server.start()  # same port, same AOF directory: every acknowledged write is back
-
-    table = Table("t", RedisDriver(server.url))
-
-    async def last_applied():
-        out = {k: await table.last_applied(k) for k in {k for k, _, _ in events}}
-        await table.close()
-        return out
-
-    applied = asyncio.run(last_applied())
-    ids = {}  # the stored id is the event id; map back to our event index through the reference run
-    for key, mark in applied.items():
-        if mark is not None:
-            ids[key] = mark[1]
-    replay = []
-    for key, t, body in events:
-        mark = ids.get(key)
-        # events of a key up to and including the last applied one are skipped (§7.3); times are unique per key
-        if mark is not None and body["i"] <= max(b["i"] for k, tt, b in events if k == key and tt == mark):
-            continue
-        replay.append((key, t, body))
+    replay = _replay_after_last_applied(lambda: Table("t", RedisDriver(server.url)), events)
     assert 0 < len(replay) < len(events)
     _run(Table("t", RedisDriver(server.url)), replay)
     records = _records(RedisDriver(server.url), "t", sorted(want_records))
@@ -185,3 +166,65 @@ def test_redis_crash_mid_stream_then_replay_after_last_applied(redis_server_fact
         assert {k: v for k, v in records[key].items() if k.startswith("_storey_a_")} == {
             k: v for k, v in want.items() if k.startswith("_storey_a_")
         }
+
+
+def _replay_after_last_applied(table_factory, events):
+    """The events each key still needs after a crash: those after its persisted last applied event."""
+    table = table_factory()
+
+    async def marks():
+        out = {k: await table.last_applied(k) for k in {k for k, _, _ in events}}
+        await table.close()
+        return out
+
+    applied = asyncio.run(marks())
+    replay = []
+    for key, t, body in events:
+        mark = applied.get(key)
+        if mark is not None:
+            last_i = max(b["i"] for k, tt, b in events if k == key and tt == mark[1])
+            if body["i"] <= last_i:
+                continue
+        replay.append((key, t, body))
+    return replay
+
+
+@pytest.mark.v3io
+def test_v3io_server_down_mid_stream_then_replay_after_last_applied():
+    """Stop the V3IO server in the middle of a flow: FlowError(V3ioError); after it is back, replaying each
+    key's events after its persisted `last_applied` gives the uninterrupted result."""
+    from storey import V3ioDriver, V3ioError
+    from storey.testing.v3io_emulator import V3ioEmulator
+
+    emulator = V3ioEmulator().start()
+    try:
+        events = _events(seed=9)
+        _, want_records = _reference(events)
+        kill_at = len(events) // 2
+
+        def crash(body):
+            if body["i"] == kill_at:
+                emulator.stop()
+            return body
+
+        def driver(**kw):
+            return V3ioDriver(emulator.url, access_key="k", **kw)
+
+        with pytest.raises(FlowError) as info:
+            _run(
+                Table("/bigdata/feat", driver(retry_backoff_secs=0.01, max_retries=2)),
+                events,
+                extra=[Map(crash)],
+            )
+        assert isinstance(info.value.__cause__, V3ioError)
+        emulator.start()  # same port and the in-memory data: every acknowledged write is still there
+        replay = _replay_after_last_applied(lambda: Table("/bigdata/feat", driver()), events)
+        assert 0 < len(replay) < len(events)
+        _run(Table("/bigdata/feat", driver()), replay)
+        records = _records(driver(), "/bigdata/feat", sorted(want_records))
+        for key, want in want_records.items():
+            assert {k: v for k, v in records[key].items() if k.startswith("_storey_a_")} == {
+                k: v for k, v in want.items() if k.startswith("_storey_a_")
+            }
+    finally:
+        emulator.stop()
