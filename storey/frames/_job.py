@@ -193,6 +193,8 @@ class AggregationJob:
         failed (the rows before it are processed and in the table)."""
         self.skipped_rows += int(getattr(ib, "skipped_rows", 0) or 0)
         if ib.batch.num_rows == 0:
+            if self.assembler is not None and self.assembler.input_schema is None and ib.batch.num_columns:
+                self.assembler.input_schema = ib.batch.schema
             return None, None
         batch = self.normalise(ib)
         await self._load_new_keys()

@@ -99,10 +99,23 @@ async def run_job(
     out = job.finish()
     if out is not None and write is not None:
         write(out)
+    if job.assembler is not None and job.assembler.input_schema is None:
+        job.assembler.input_schema = _schema_of(data)
     if table is not None:
         await job.persist()
         await table.close()
     return job.metrics
+
+
+def _schema_of(data: Any) -> Any:
+    """The Arrow schema of rowless in-memory data (for the columns of an empty result), or ``None``."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table | pa.RecordBatch):
+        return data.schema
+    if type(data).__module__.startswith("polars"):
+        return data.to_arrow().schema
+    return None
 
 
 def _check_table(table: Any, where: str) -> None:

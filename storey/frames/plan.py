@@ -41,6 +41,9 @@ def fresh_steps(steps: Sequence[Any], *, private_tables: bool = False) -> list[A
         c = copy.copy(step)
         c._outlets = []
         c._inlets = []
+        for name, value in list(vars(c).items()):  # methods of the original bound as attributes
+            if getattr(value, "__self__", None) is step and hasattr(value, "__func__"):
+                setattr(c, name, value.__func__.__get__(c))
         if private_tables and isinstance(c, AggregateByKey):
             c._table_spec = Table(f"storey-parity-{id(c)}", NoopDriver())
         out.append(c)
@@ -229,7 +232,10 @@ def _emit_rows(
     def flush_events() -> None:
         nonlocal pending
         if pending:
-            tables.append(pa.Table.from_pylist(pending))
+            names: dict[str, None] = {}
+            for body in pending:
+                names.update(dict.fromkeys(body))
+            tables.append(pa.table({name: [b.get(name) for b in pending] for name in names}))
             pending = []
 
     for item in rows:

@@ -23,9 +23,7 @@ SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[Healt
 
 
 def _run(data, aggs, implementation, **kw):
-    return _aggregate(
-        data, aggs, key=kw.pop("key", "k"), time_field="t", implementation=implementation, **kw
-    )
+    return _aggregate(data, aggs, key=kw.pop("key", "k"), time_field="t", implementation=implementation, **kw)
 
 
 @SETTINGS
