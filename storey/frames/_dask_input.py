@@ -21,7 +21,7 @@ held in memory between the passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "Part",
     "Prefix",
     "conform_rows",
+    "delayed_parts",
     "input_parts",
     "is_dask_collection",
     "part_stats",
@@ -113,6 +114,7 @@ def _read_csv(
     on_error: str,
     storage_options: dict[str, Any] | None,
     time_field: str,
+    times_only: bool = False,
 ) -> Part:
     from storey.frames._io_csv import csv_batches
 
@@ -137,9 +139,14 @@ def _read_row_groups(
     needed: list[str],
     storage_options: dict[str, Any] | None,
     time_field: str,
+    times_only: bool = False,
 ) -> Part:
     """Row groups of one Parquet file, with `ReadParquet`'s columns (the file's, then hive partition
-    columns), as `storey.frames._io_arrow.parquet_batches` reads the whole file."""
+    columns), as `storey.frames._io_arrow.parquet_batches` reads the whole file.
+
+    With `times_only` only the time column is read: the part has the times and an empty table with the
+    schema (the prefix pass needs no more).
+    """
     pa = require("pyarrow")
     from storey.frames._io_arrow import _constant, select_names, timed_batches
     from storey.frames._io_batch import require_columns
@@ -152,6 +159,12 @@ def _read_row_groups(
         names = select_names(file_names + list(parts), None, needed)
         require_columns(file_names + list(parts), names, path)
         read = [n for n in names if n not in parts]
+        if times_only:
+            schema = pa.schema(
+                [pa.field(n, parts[n]) if n in parts else pf.schema_arrow.field(n) for n in names]
+            )
+            names = [time_field]
+            read = [n for n in names if n not in parts]
         try:
             table = pf.read_row_groups(row_groups, columns=read, use_threads=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
@@ -167,11 +180,32 @@ def _read_row_groups(
         ]
         table = pa.Table.from_arrays(arrays, names=names)
     batches = timed_batches(table.to_batches(), path, time_field, first_row=row_offset)
-    return _from_input_batches(batches, path, row_offset)
+    part = _from_input_batches(batches, path, row_offset)
+    if times_only:
+        part.table = schema.empty_table()
+    return part
 
 
-def _read_pandas(pdf: Any, source: str, needed: list[str], batch_size: int, time_field: str) -> Part:
+def _read_pandas(
+    pdf: Any, source: str, needed: list[str], batch_size: int, time_field: str, times_only: bool = False
+) -> Part:
     return _read_memory(pdf, source, needed, batch_size, time_field)
+
+
+def _given(part: Part, times_only: bool = False) -> Part:
+    return part
+
+
+PartReader = tuple[Callable[..., Part], tuple[Any, ...]]
+"""How to compute one part: ``fn(*args, times_only=...)`` (args may hold Dask objects)."""
+
+
+def delayed_parts(readers: Sequence[PartReader], *, times_only: bool) -> list[Any]:
+    """One `dask.delayed` `Part` per reader; `times_only`: the prefix pass's cheaper read (Parquet reads the
+    time column only)."""
+    from dask import delayed
+
+    return [delayed(fn, pure=False)(*args, times_only=times_only) for fn, args in readers]
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -184,14 +218,12 @@ def input_parts(
     on_error: str,
     storage_options: dict[str, Any] | None,
     partition_rows: int,
-) -> list[Any]:
-    """`dask.delayed` objects computing the `Part`s of `data`, in arrival order."""
-    from dask import delayed
-
+) -> list[PartReader]:
+    """How to compute the `Part`s of `data`, in arrival order (see `delayed_parts`)."""
     from storey.frames.io import _inputs
 
     items = list(data) if isinstance(data, list | tuple) else [data]
-    out: list[Any] = []
+    out: list[PartReader] = []
     run: list[Any] = []
     run_start = 0
 
@@ -203,14 +235,10 @@ def input_parts(
             if kind == "parquet":
                 out.extend(_parquet_parts(item, needed, time_field, storage_options, partition_rows))
             elif kind == "csv":
-                out.append(
-                    delayed(_read_csv, pure=False)(
-                        item, needed, batch_size, on_error, storage_options, time_field
-                    )
-                )
+                out.append((_read_csv, (item, needed, batch_size, on_error, storage_options, time_field)))
             else:
                 part = _read_memory(item, f"<input {position}>", needed, batch_size, time_field)
-                out.extend(delayed(p, pure=False) for p in _cut(part, partition_rows))
+                out.extend((_given, (p,)) for p in _cut(part, partition_rows))
         run.clear()
 
     for index, item in enumerate(items):
@@ -218,7 +246,7 @@ def input_parts(
             flush_run()
             for p, pdf in enumerate(item.to_delayed()):
                 source = f"<input {index}> partition {p}"
-                out.append(delayed(_read_pandas, pure=False)(pdf, source, needed, batch_size, time_field))
+                out.append((_read_pandas, (pdf, source, needed, batch_size, time_field)))
             continue
         if not run:
             run_start = index
@@ -244,17 +272,15 @@ def _parquet_parts(
     time_field: str,
     storage_options: dict[str, Any] | None,
     partition_rows: int,
-) -> list[Any]:
-    """One delayed part per run of row groups (about `partition_rows` rows) of each file, in
-    `ReadParquet`'s file order."""
-    from dask import delayed
-
+) -> list[PartReader]:
+    """One reader per run of row groups (about `partition_rows` rows) of each file, in `ReadParquet`'s
+    file order."""
     from storey._utils._paths import expand_paths, hive_partitions
     from storey.sources.parquet import open_parquet
 
     files = expand_paths(list(paths), storage_options)
     partitions = hive_partitions(files)
-    out = []
+    out: list[PartReader] = []
     for file, values in zip(files, partitions.values, strict=True):
         pf = open_parquet(file.path, storage_options)
         try:
@@ -266,29 +292,25 @@ def _parquet_parts(
         offset = 0
         for i, size in enumerate([*sizes, None]):
             if groups and (size is None or rows + size > partition_rows):
-                out.append(
-                    delayed(_read_row_groups, pure=False)(
-                        file.path,
-                        groups,
-                        offset,
-                        partitions.fields,
-                        values,
-                        needed,
-                        storage_options,
-                        time_field,
-                    )
+                args = (
+                    file.path,
+                    groups,
+                    offset,
+                    partitions.fields,
+                    values,
+                    needed,
+                    storage_options,
+                    time_field,
                 )
+                out.append((_read_row_groups, args))
                 offset += rows
                 groups, rows = [], 0
             if size is not None:
                 groups.append(i)
                 rows += size
         if not sizes:  # a file without row groups still has a schema (and its column checks)
-            out.append(
-                delayed(_read_row_groups, pure=False)(
-                    file.path, [], 0, partitions.fields, values, needed, storage_options, time_field
-                )
-            )
+            args = (file.path, [], 0, partitions.fields, values, needed, storage_options, time_field)
+            out.append((_read_row_groups, args))
     return out
 
 

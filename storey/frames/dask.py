@@ -64,7 +64,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from storey._utils._imports import require
-from storey.frames._dask_input import PARTITION_ROWS, Prefix, input_parts, part_stats, rows_per_partition
+from storey.frames._dask_input import (
+    PARTITION_ROWS,
+    Prefix,
+    delayed_parts,
+    input_parts,
+    part_stats,
+    rows_per_partition,
+)
 from storey.frames._dask_partition import PartitionTask, TableSpec, run_partition
 from storey.frames._dask_shuffle import HASH, tag_part, tagged_meta
 from storey.frames._job import AggregationJob
@@ -279,7 +286,9 @@ class _Run:
             storage_options=storage_options,
             partition_rows=partition_rows,
         )
-        stats = dask.compute(*[dask.delayed(part_stats, pure=False)(p) for p in self.parts])
+        stats = dask.compute(
+            *[dask.delayed(part_stats, pure=False)(p) for p in delayed_parts(self.parts, times_only=True)]
+        )
         self.prefix = Prefix.of(stats)
 
     # ------------------------------------------------------------------------------------ client start
@@ -348,12 +357,13 @@ class _Run:
         dask = _dask()
         dd = require("dask.dataframe")
         prefix = self.prefix
+        parts = delayed_parts(self.parts, times_only=False)
         tagged = [
             dask.delayed(tag_part, pure=False)(part, offset, clock_in, self.key, prefix.schema, self.where)
-            for part, offset, clock_in in zip(self.parts, prefix.offsets, prefix.clock_in, strict=True)
+            for part, offset, clock_in in zip(parts, prefix.offsets, prefix.clock_in, strict=True)
         ]
         frame = dd.from_delayed(tagged, meta=tagged_meta(prefix.schema), verify_meta=False)
-        shuffled = frame.shuffle(on=HASH, npartitions=_npartitions(len(tagged)))
+        shuffled = frame.shuffle(on=HASH, npartitions=_npartitions(len(tagged)), method=_shuffle_method())
         return [
             dask.delayed(run_partition, pure=False)(p, task, i) for i, p in enumerate(shuffled.to_delayed())
         ]
@@ -494,7 +504,7 @@ class _Run:
 
         dask = _dask()
         sample = None
-        for part in self.parts:
+        for part in delayed_parts(self.parts, times_only=False):
             head = dask.compute(dask.delayed(_head, pure=False)(part, 10_000))[0]
             if head.num_rows:
                 sample = head
@@ -543,6 +553,23 @@ def _check_options(batch_size: int, on_error: str) -> None:
         raise ValueError(msg)
 
 
+def _client() -> Any:
+    """The `dask.distributed` client ``dask.compute`` runs on here, or ``None``."""
+    from dask.base import get_scheduler
+
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if type(owner).__name__ == "Client" else None
+
+
+def _shuffle_method() -> str | None:
+    """The user's ``dataframe.shuffle.method``; else ``'p2p'`` on a cluster and ``'tasks'`` on the local
+    schedulers (Dask's own choice looks only for a default client, whichever scheduler runs)."""
+    dask = _dask()
+    if dask.config.get("dataframe.shuffle.method", None):
+        return None
+    return "p2p" if _client() is not None else "tasks"
+
+
 def _npartitions(n_parts: int) -> int:
     """Partitions after the shuffle: ``storey.npartitions``, else the parts, at least the worker threads."""
     dask = _dask()
@@ -552,11 +579,9 @@ def _npartitions(n_parts: int) -> int:
             msg = f"storey.frames: dask config 'storey.npartitions' must be an int >= 1, got {configured!r}"
             raise ValueError(msg)
         return configured
-    threads = 0
-    try:
-        from distributed import default_client
-
-        threads = sum(default_client().nthreads().values())
-    except (ImportError, ValueError):
+    client = _client()
+    if client is not None:
+        threads = sum(client.nthreads().values())
+    else:
         threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     return max(1, n_parts, threads)
