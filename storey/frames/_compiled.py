@@ -129,6 +129,7 @@ class _AggState:
         old = len(self.pk)
         if n <= old:
             return
+        n = max(n, 2 * old)  # geometric: each growth copies the pool once
         pk = np.empty(n, dtype=np.int64)
         pk[:old] = self.pk
         wi = np.empty((n, self.wi.shape[1]), dtype=np.int64)
@@ -247,8 +248,9 @@ class CompiledEngine:
             self.seen = seen
             self._first = np.full(cap, -1, dtype=np.int64)
             self._last = np.empty(cap, dtype=np.int64)
-        for st in self.aggs:  # room for a few tiles per key up front (fewer pool growths)
-            st.grow_pool(max(len(st.pk), 4 * _SEG0 * n_keys + 2 * st.maxseg))
+        for st in self.aggs:  # reserve room for many tiles per key: untouched pages cost no memory, and
+            # fewer pool growths mean fewer copies
+            st.grow_pool(max(len(st.pk), min(16 * _SEG0 * n_keys, 1 << 26) + 2 * st.maxseg))
         self.n_keys = n_keys
 
     def install(self, kid: int, states: list[KeyState]) -> None:
@@ -357,7 +359,7 @@ class CompiledEngine:
                 break
             if status == cg.NEED_POOL:
                 st = self.aggs[int(ctr[cg.C_ARG])]
-                st.grow_pool(2 * len(st.pk) + st.maxseg)
+                st.grow_pool(4 * len(st.pk) + st.maxseg)
                 continue
             if status == cg.NEED_OUT:
                 parts.append(self._collect(outs, common, int(ctr[cg.C_OUT])))
@@ -438,7 +440,7 @@ class CompiledEngine:
                 )  # fmt: skip
                 if int(ctr[cg.C_STATUS]) != cg.NEED_POOL:
                     return int(ctr[cg.C_SKIPPED])
-                st.grow_pool(2 * len(st.pk) + st.maxseg)
+                st.grow_pool(4 * len(st.pk) + st.maxseg)
 
         skipped = _map(run_one, jobs, n)
         self.metrics["events"] += n

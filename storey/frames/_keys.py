@@ -66,6 +66,8 @@ class KeyEncoder:
         self.where = where
         self.ids: dict[Any, int] = {}
         self.values: list[Any] = []
+        self._known: Any = None  # Arrow array of keys already seen (fast path), and their ids
+        self._known_ids = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -106,10 +108,53 @@ class KeyEncoder:
         if n == 0:
             return np.empty(0, dtype=np.int64)
         if not self.is_tuple:
-            codes, uniques = _encode_column(batch.column(self.columns[0]))
+            column = batch.column(self.columns[0])
+            fast = self._encode_arrow(column)
+            if fast is not None:
+                return fast
+            codes, uniques = _encode_column(column)
             local = np.fromiter((self._id(u) for u in uniques), dtype=np.int64, count=len(uniques))
             return local[codes]
         return self._encode_tuple(batch)
+
+    def _encode_arrow(self, column: Any) -> np.ndarray | None:
+        """String and integer keys without nulls: the batch's distinct values are looked up in an Arrow
+        array of the known keys (for these types Arrow equality is Python equality); only new keys go
+        through the dict. ``None`` when not applicable."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        t = column.type
+        if column.null_count or not (
+            pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+        ):
+            return None
+        if self._known is not None and self._known.type != t:
+            return None  # another type than the known keys': the general path keeps Python semantics
+        encoded = pc.dictionary_encode(column)
+        uniques = encoded.dictionary
+        if self._known is None:
+            self._known = pa.array([], t)
+            self._known_ids = np.empty(0, dtype=np.int64)
+        pos = pc.index_in(uniques, value_set=self._known).to_numpy(zero_copy_only=False)
+        missing = np.isnan(pos) if pos.dtype.kind == "f" else np.zeros(len(pos), dtype=bool)
+        local = np.empty(len(uniques), dtype=np.int64)
+        found = ~missing
+        if found.any():
+            local[found] = self._known_ids[pos[found].astype(np.int64)]
+        if missing.any():
+            new_idx = np.flatnonzero(missing)
+            new_values = uniques.take(pa.array(new_idx))
+            ids = np.fromiter(
+                (self._id(v) for v in new_values.to_pylist()), dtype=np.int64, count=len(new_idx)
+            )
+            local[new_idx] = ids
+            self._known = pa.concat_arrays([self._known, new_values])
+            self._known_ids = np.concatenate([self._known_ids, ids])
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return local[codes]
 
     def _encode_tuple(self, batch: Any) -> np.ndarray:
         parts = [_encode_column(batch.column(c)) for c in self.columns or ()]
