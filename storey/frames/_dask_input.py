@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 NO_TIME = int(np.iinfo(np.int64).min)
-"""The step clock before any event (−∞)."""
+"""The step clock before any event (minus infinity)."""
 
 PARTITION_ROWS = 1 << 20
 """Default input rows per part (dask config ``storey.partition-rows``)."""
@@ -90,7 +90,7 @@ def _from_input_batches(batches: Iterable[Any], source: str, row_offset: int = 0
         skipped += int(ib.skipped_rows or 0)
         if ib.num_rows:
             tables.append(pa.Table.from_batches([ib.batch]))
-            times.append(ib.time_ns)
+            times.append(ib.time_ns if ib.time_ns is not None else np.zeros(ib.num_rows, dtype=np.int64))
     if not tables:
         return Part(pa.table({}), np.empty(0, dtype=np.int64), source, row_offset, skipped)
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
@@ -163,6 +163,9 @@ def _read_row_groups(
             schema = pa.schema(
                 [pa.field(n, parts[n]) if n in parts else pf.schema_arrow.field(n) for n in names]
             )
+            if time_field is None:  # rows only
+                n = sum(pf.metadata.row_group(i).num_rows for i in row_groups)
+                return Part(schema.empty_table(), np.zeros(n, dtype=np.int64), path, row_offset)
             names = [time_field]
             read = [n for n in names if n not in parts]
         try:

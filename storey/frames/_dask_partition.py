@@ -36,7 +36,20 @@ from storey.frames._emissions import Emissions
 from storey.frames._job import AggregationJob
 from storey.frames._layout import POLICY_DELAY, POLICY_MAX, POLICY_PERIOD
 
-__all__ = ["CLOCK_KEY", "PartitionJob", "PartitionTask", "TableSpec", "clock_rows", "run_partition"]
+__all__ = [
+    "CLOCK_KEY",
+    "AsOfTask",
+    "PartitionJob",
+    "PartitionOutput",
+    "PartitionTask",
+    "StepsTask",
+    "TableSpec",
+    "arrival_rows",
+    "clock_rows",
+    "run_asof_partition",
+    "run_partition",
+    "run_steps_part",
+]
 
 
 class _ClockKey:
@@ -381,6 +394,68 @@ class PartitionTask:
     frame: bool = False  # return the rows as a pandas DataFrame
 
 
+class PartitionOutput:
+    """Where a partition's result tables go: a Parquet dataset directory (``output``), the rows returned
+    as a pandas DataFrame (``frame``), or nowhere; every table is conformed to `schema` first."""
+
+    def __init__(
+        self,
+        schema: Any,
+        *,
+        output: str | None,
+        frame: bool,
+        storage_options: dict[str, Any] | None,
+        batch_size: int,
+        where: str,
+    ) -> None:
+        self.schema = schema
+        self.frame = frame
+        self.where = where
+        self.rows_out = 0
+        self._tables: list[Any] = []
+        self._sink = None
+        if output is not None and schema is not None:
+            from storey.frames.io import OutputSink
+
+            self._sink = OutputSink(output, storage_options=storage_options, batch_size=batch_size)
+
+    def write(self, table: Any) -> None:
+        table = conform_rows(table, self.schema, self.where)
+        self.rows_out += table.num_rows
+        if self._sink is not None:
+            self._sink.write(table)
+        elif self.frame:
+            self._tables.append(table)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+    def rows(self) -> Any:
+        """The rows as a pandas DataFrame of Arrow-backed columns (``None`` unless `frame`)."""
+        if not self.frame:
+            return None
+        pa = require("pyarrow")
+        pd = require("pandas")
+        tables = self._tables
+        result = (
+            (pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            if tables
+            else self.schema.empty_table()
+        )
+        return result.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def arrival_rows(df: Any, schema: Any, where: str, *, in_order: bool = False) -> Any:
+    """A shuffled partition's rows in arrival order as a `pyarrow.Table` with exactly `schema`
+    (`in_order`: `df` is already sorted by `SEQ`)."""
+    pa = require("pyarrow")
+    if not in_order:
+        df = df.sort_values(SEQ, kind="stable")
+    rows = pa.Table.from_pandas(df.drop(columns=TAGS), preserve_index=False).replace_schema_metadata(None)
+    return conform_rows(rows, schema, where)
+
+
 def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
     """Run the local engine over one shuffled partition.
 
@@ -389,13 +464,10 @@ def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
     """
     from storey.frames.aggregate import run_job, run_sync
 
-    pa = require("pyarrow")
-    pd = require("pandas")
     df = df.sort_values(SEQ, kind="stable")
     times = df[TIME].to_numpy(dtype=np.int64)
     clock = df[CLOCK].to_numpy(dtype=np.int64)
-    rows = pa.Table.from_pandas(df.drop(columns=TAGS), preserve_index=False).replace_schema_metadata(None)
-    rows = conform_rows(rows, task.input_schema, f" (partition {index})")
+    rows = arrival_rows(df, task.input_schema, f" (partition {index})", in_order=True)
     del df
     emitting = task.output_schema is not None
     job = PartitionJob(
@@ -411,22 +483,14 @@ def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
         final_clock=task.final_clock,
         live=task.table.live if task.table is not None else None,
     )
-    tables: list[Any] = []
-    rows_out = 0
-    sink = None
-    if task.output is not None and emitting:
-        from storey.frames.io import OutputSink
-
-        sink = OutputSink(task.output, storage_options=task.storage_options, batch_size=task.batch_size)
-
-    def write(t: Any) -> None:
-        nonlocal rows_out
-        t = conform_rows(t, task.output_schema, f" (partition {index}, output)")
-        rows_out += t.num_rows
-        if sink is not None:
-            sink.write(t)
-        elif task.frame:
-            tables.append(t)
+    out = PartitionOutput(
+        task.output_schema,
+        output=task.output,
+        frame=task.frame,
+        storage_options=task.storage_options,
+        batch_size=task.batch_size,
+        where=f" (partition {index}, output)",
+    )
 
     async def go() -> dict[str, int]:
         table = await task.table.open() if task.table is not None else None
@@ -434,7 +498,7 @@ def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
             job,
             rows,
             table=table,
-            write=write if emitting else None,
+            write=out.write if emitting else None,
             batch_size=task.batch_size,
             on_error="raise",
             storage_options=None,
@@ -444,28 +508,102 @@ def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
     try:
         metrics = run_sync(go())
     finally:
-        if sink is not None:
-            sink.close()
-    metrics["rows_out"] = rows_out
-    out: dict[str, Any] = {"rows": None, "metrics": metrics, "states": []}
-    if task.frame:
-        if tables:
-            result = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        else:
-            result = task.output_schema.empty_table()
-        out["rows"] = result.to_pandas(types_mapper=pd.ArrowDtype)
+        out.close()
+    metrics["rows_out"] = out.rows_out
+    result: dict[str, Any] = {"rows": out.rows(), "metrics": metrics, "states": []}
     if task.table is not None and task.table.local:
         from storey.aggregations.blob import encode_state
 
         values = job.keys.values
-        out["states"] = [
+        result["states"] = [
             (values[kid], [encode_state(s) for s in states], last_t)
             for kid, states, last_t in job.engine.export()
         ]
-    return out
+    return result
 
 
 def _no_emit() -> Any:
     from storey.frames._layout import NoEmit
 
     return NoEmit()
+
+
+# ------------------------------------------------------------------------------------------ as_of, backfill
+@dataclass
+class AsOfTask:
+    """What an `as_of` partition needs: the local `as_of` arguments and the schemas."""
+
+    aggregates: list[Any]
+    options: dict[
+        str, Any
+    ]  # key, time_field, label_key, label_time, inclusive, fixed_window_type, batch_size
+    event_schema: Any
+    label_schema: Any
+    output_schema: Any
+    output: str | None = None
+    storage_options: dict[str, Any] | None = None
+    frame: bool = False
+
+
+def run_asof_partition(events: Any, labels: Any, task: AsOfTask, index: int) -> dict[str, Any]:
+    """The local `as_of` over the labels and the events of one partition's keys (both in input order)."""
+    import json
+
+    from storey.frames.asof import as_of
+
+    event_rows = arrival_rows(events, task.event_schema, f" (partition {index}, events)")
+    label_rows = arrival_rows(labels, task.label_schema, f" (partition {index}, labels)")
+    del events, labels
+    result = as_of(label_rows, event_rows, task.aggregates, on_error="raise", **task.options)
+    metrics = json.loads(result.schema.metadata[b"storey.metrics"])
+    out = PartitionOutput(
+        task.output_schema,
+        output=task.output,
+        frame=task.frame,
+        storage_options=task.storage_options,
+        batch_size=task.options["batch_size"],
+        where=f" (partition {index}, output)",
+    )
+    try:
+        if result.num_rows or not label_rows.num_rows:
+            out.write(result.replace_schema_metadata(None))
+    finally:
+        out.close()
+    metrics["rows_out"] = out.rows_out
+    return {"rows": out.rows(), "metrics": metrics}
+
+
+@dataclass
+class StepsTask:
+    """What a `backfill` part needs: the steps, the source's fields and the output schema."""
+
+    steps: list[Any]
+    options: dict[str, Any]  # key_field, time_field, id_field, batch_size
+    output_schema: Any
+    output: str | None = None
+    storage_options: dict[str, Any] | None = None
+    frame: bool = False
+
+
+def run_steps_part(part: Any, task: StepsTask, index: int) -> dict[str, Any]:
+    """The local `backfill` of one input part, with its own copies of the steps."""
+    import copy
+
+    from storey.frames.plan import backfill
+
+    steps = copy.deepcopy(task.steps)  # a step that keeps state sees this part only (on any scheduler)
+    result = backfill(part.table, steps, **task.options)
+    out = PartitionOutput(
+        task.output_schema,
+        output=task.output,
+        frame=task.frame,
+        storage_options=task.storage_options,
+        batch_size=task.options["batch_size"],
+        where=f" (part {index}, output)",
+    )
+    try:
+        if result.num_rows:
+            out.write(result)
+    finally:
+        out.close()
+    return {"rows": out.rows(), "metrics": {"rows": part.table.num_rows, "rows_out": out.rows_out}}

@@ -48,9 +48,12 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 def _dask_call(name: str, args: dict[str, Any]) -> Any:
     """``engine='dask'``: `storey.frames.dask.<name>` with the caller's arguments (spec §8.7)."""
+    import inspect
+
     from storey.frames import dask
 
-    return getattr(dask, name)(**{k: v for k, v in args.items() if k not in ("engine", "where")})
+    fn = getattr(dask, name)
+    return fn(**{k: v for k, v in args.items() if k in inspect.signature(fn).parameters})
 
 
 def check_engine(engine: str, where: str) -> None:

@@ -76,7 +76,7 @@ def as_of(
     output
         Stream the rows to Parquet/CSV and return the metrics instead.
     engine
-        ``'local'`` (``'dask'`` is not implemented yet).
+        ``'local'``, or ``'dask'`` (`storey.frames.dask`).
 
     Returns
     -------
@@ -96,9 +96,11 @@ def as_of(
     """
     import pyarrow as pa
 
-    from storey.frames.aggregate import check_engine
+    from storey.frames.aggregate import _dask_call, check_engine
     from storey.frames.io import iter_batches
 
+    if engine == "dask":
+        return _dask_call("as_of", locals())
     check_engine(engine, _WHERE)
     aggs = normalize_aggregates(aggregates, _WHERE)
     check_unique_features(aggs, _WHERE)

@@ -110,7 +110,7 @@ def backfill(
     output
         Stream the rows to a Parquet/CSV target and return the metrics instead.
     engine
-        ``'local'`` (``'dask'`` is not implemented yet).
+        ``'local'``, or ``'dask'`` (`storey.frames.dask`).
 
     Returns
     -------
@@ -135,8 +135,10 @@ def backfill(
     >>> backfill(events, steps, key_field="user", time_field="t").to_pylist()
     [{'user': 'a', 'total': 1.0}, {'user': 'a', 'total': 3.0}]
     """
-    from storey.frames.aggregate import check_engine
+    from storey.frames.aggregate import _dask_call, check_engine
 
+    if engine == "dask":
+        return _dask_call("backfill", locals())
     check_engine(engine, "storey.frames.backfill")
     steps = fresh_steps(_check_steps(steps))
     last = steps[-1].name

@@ -347,6 +347,24 @@ def test_build_state_in_process_drivers_are_written_by_the_caller(threads: None)
         assert record == asyncio.run(Table("t", local_table.storage).load_record(keys[0]))
 
 
+def test_aggregate_with_a_table_and_no_output_writes_the_states_now(threads: None, tmp_path: Any) -> None:
+    data = disordered()
+    local_db, dask_db = str(tmp_path / "local.db"), str(tmp_path / "dask.db")
+    policy = EmitAfterDelay(300)
+    local = aggregate(
+        data, readme_aggregates(), key="key", time_field="time", emit_policy=policy,
+        table=Table("t", SQLiteDriver(local_db)),
+    )  # fmt: skip
+    result = aggregate(
+        data, readme_aggregates(), key="key", time_field="time", emit_policy=policy,
+        table=Table("t", SQLiteDriver(dask_db)), engine="dask",
+    )  # fmt: skip
+    assert sqlite_rows(dask_db) == sqlite_rows(local_db)  # before the result is computed
+    rows, metrics = frames_dask.compute(result)
+    assert metrics == local_metrics(local)
+    assert_same_rows(local, rows)
+
+
 def test_aggregate_with_a_table(threads: None, tmp_path: Any) -> None:
     data = disordered()
     local_db, dask_db = str(tmp_path / "local.db"), str(tmp_path / "dask.db")
@@ -367,6 +385,83 @@ def test_aggregate_with_a_table(threads: None, tmp_path: Any) -> None:
     assert sqlite_rows(dask_db) == sqlite_rows(local_db)
 
 
+# ------------------------------------------------------------------------------------------ as_of, backfill
+
+
+def test_as_of_is_the_local_result(scheduler: str) -> None:
+    from storey.frames import as_of
+
+    data = disordered()
+    rng = np.random.default_rng(3)
+    picks = rng.integers(0, data.num_rows, 400)
+    shift = pa.array(rng.integers(-3_600_000, 3_600_000, 400) * 1_000_000, pa.duration("ns"))
+    labels = pa.table(
+        {
+            "label_id": np.arange(400),
+            "key": data.column("key").take(picks).to_pylist()[:-20] + ["nobody"] * 20,
+            "time": pa.compute.add(data.column("time").take(picks), shift),
+        }
+    )
+    for inclusive in (True, False):
+        local = as_of(labels, data, readme_aggregates(), key="key", time_field="time", inclusive=inclusive)
+        result = as_of(
+            labels,
+            data,
+            readme_aggregates(),
+            key="key",
+            time_field="time",
+            inclusive=inclusive,
+            engine="dask",
+        )
+        rows, metrics = frames_dask.compute(result)
+        assert metrics == local_metrics(local)
+        assert_same_rows(local.sort_by("label_id"), rows.sort_by("label_id"), key="label_id")
+
+
+def test_backfill_of_a_lone_aggregate_by_key_is_aggregate(threads: None) -> None:
+    from storey import AggregateByKey
+    from storey.frames import backfill
+
+    data = disordered()
+
+    def step() -> AggregateByKey:
+        return AggregateByKey(readme_aggregates(), Table("t", NoopDriver()), emit_policy=EmitAfterPeriod())
+
+    local = backfill(data, [step()], key_field="key", time_field="time")
+    rows, _ = frames_dask.compute(backfill(data, [step()], key_field="key", time_field="time", engine="dask"))
+    assert_same_rows(local, rows)
+
+
+def test_backfill_of_row_steps_keeps_stream_order_and_copies_steps_per_part(threads: None) -> None:
+    from storey import AggregateByKey, Filter, Map, MapClass
+    from storey.frames import backfill
+
+    class Counter(MapClass):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def do(self, body: dict[str, Any]) -> dict[str, Any]:
+            self.n += 1
+            return {**body, "n": self.n}
+
+    data = disordered()
+    steps = [Filter(lambda b: b["click"] > 0), Map(lambda b: {"id": b["id"], "c": 2 * b["click"]})]
+    local = backfill(data, steps, key_field="key", time_field="time")
+    rows, metrics = frames_dask.compute(
+        backfill(data, steps, key_field="key", time_field="time", engine="dask")
+    )
+    assert rows.to_pylist() == local.to_pylist()  # no shuffle: stream order
+    assert metrics == {"rows": 3000, "rows_out": local.num_rows}
+    counted, _ = frames_dask.compute(backfill(data, [Counter()], key_field="key", engine="dask"))
+    n = counted.column("n").to_pylist()
+    assert n == [i % 700 + 1 for i in range(3000)]  # parts of 700 rows: the counter restarts per part
+    with pytest.raises(NotImplementedError, match="engine='local'"):
+        backfill(
+            data, [steps[0], AggregateByKey(readme_aggregates(), Table("t", NoopDriver()))], engine="dask"
+        )
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 
@@ -377,9 +472,6 @@ def test_bad_input_and_arguments(threads: None, tmp_path: Any) -> None:
     nulls = data.set_column(1, "time", pa.array([None] * data.num_rows, data.schema.field("time").type))
     with pytest.raises(MissingFieldError, match="null"):
         run_dask(nulls, readme_aggregates())
-    table = Table("t", SQLiteDriver(str(tmp_path / "x.db")))
-    with pytest.raises(ValueError, match="output="):
-        aggregate(data, readme_aggregates(), key="key", time_field="time", table=table, engine="dask")
     with pytest.raises(ValueError, match="CSV"):
         aggregate(data, readme_aggregates(), key="key", time_field="time", engine="dask", output="x.csv")
     memory = Table("t", SQLiteDriver(":memory:"))
