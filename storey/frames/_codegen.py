@@ -37,7 +37,12 @@ __all__ = ["AggShape", "njit", "step_source"]
 
 
 # per-key header columns
-H_, M_, BASE_, CAP_, START_, LEN_ = range(6)
+H_, M_, BASE_, CAP_, START_, LEN_, EPOCH_ = range(7)
+N_HD = 7
+# cached window folds (ci array): valid, first and last tile folded, their positions in the pool and the key's
+# epoch when cached (positions stay valid while no tile row moves), then the accumulator's int fields
+CI_VALID, CI_FIRST, CI_LAST, CI_PFIRST, CI_PLAST, CI_EPOCH = range(6)
+CI_ACC = 6
 # int parameters per aggregator
 IP_P, IP_N1, IP_NRET, IP_NMAX, IP_SEG0, IP_CCAPI, IP_FIXED = range(7)
 IP_NW = 7  # window lengths in tiles follow
@@ -158,7 +163,7 @@ class AggShape:
         out = []
         for f in self.acc_slots:
             if f in self.ai:
-                out.append(f"a_{f} = ci[kid, {w}, {3 + self.ai.index(f)}]")
+                out.append(f"a_{f} = ci[kid, {w}, {CI_ACC + self.ai.index(f)}]")
             else:
                 out.append(f"a_{f} = cf[kid, {w}, {self.af.index(f)}]")
         return "\n".join(out)
@@ -167,7 +172,7 @@ class AggShape:
         out = []
         for f in self.acc_slots:
             if f in self.ai:
-                out.append(f"ci[kid, {w}, {3 + self.ai.index(f)}] = a_{f}")
+                out.append(f"ci[kid, {w}, {CI_ACC + self.ai.index(f)}] = a_{f}")
             else:
                 out.append(f"cf[kid, {w}, {self.af.index(f)}] = a_{f}")
         return "\n".join(out)
@@ -205,6 +210,7 @@ if p == -1:
         st = 0
     if base < 0 or st + ln == cap:
         base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
+        hd[kid, {EPOCH_}] += 1
     p = base + st + ln
     ln += 1
     pk[p] = k
@@ -225,6 +231,7 @@ elif p == -2:
             base, cap, st = room(pk, wi, wf, tops, a, base, cap, st, ln, ip[{IP_SEG0}])
             q = base + st + off
         move_rows(pk, wi, wf, q, base + st + ln, q + 1)
+        hd[kid, {EPOCH_}] += 1
         p = q
         ln += 1
         pk[p] = k
@@ -260,6 +267,7 @@ for w in range({self.n_windows}):
             locate("jc", "s0", "e0", "k"),
             "has_cur = jc < e0 and pk[jc] == k",
             "jw = jc",
+            f"epoch = hd[kid, {EPOCH_}]",
         ]
         for w in range(self.n_windows):
             nw = f"ip[{IP_NW + w}]"
@@ -271,9 +279,7 @@ for w in range({self.n_windows}):
                 indent(f"_cc = a__cc + {contrib.format(n='b_n')}" if cc else "", 2),
                 indent(rebind, 2),
                 indent("a__cc = _cc" if cc else "", 2),
-                f"    ci[kid, {w}, 0] = 1",
-                f"    ci[kid, {w}, 1] = first",
-                f"    ci[kid, {w}, 2] = last",
+                store_positions(w, 1),
                 indent(self.store_cache(w), 1),
             ]
             if self.int_only:
@@ -281,7 +287,7 @@ for w in range({self.n_windows}):
                 continue
             block = [
                 f"lo = {lo}",
-                seek("j0", "jw", "lo"),
+                window_start(w, lo),
                 "jw = j0",
                 "has_acc = j0 < jc",
                 "if has_acc:",
@@ -291,9 +297,12 @@ for w in range({self.n_windows}):
                 # the cached left fold starts at the same oldest tile: continue it with the newer tiles
                 indent(self.load_cache(w), 2),
                 f"        if ci[kid, {w}, 2] != last:",
-                "            start = jc",
-                f"            while start > j0 and pk[start - 1] > ci[kid, {w}, 2]:",
-                "                start -= 1",
+                f"            if ci[kid, {w}, {CI_EPOCH}] == epoch:",
+                f"                start = ci[kid, {w}, {CI_PLAST}] + 1",
+                "            else:",
+                "                start = jc",
+                f"                while start > j0 and pk[start - 1] > ci[kid, {w}, 2]:",
+                "                    start -= 1",
                 indent("\n".join(fold), 2),
                 "    else:",
                 indent(self.load("a_", "j0", self.acc_fields), 2),
@@ -347,7 +356,7 @@ for w in range({self.n_windows}):
         sub_s = indent("\n".join(sub), 3)
         block = f"""
 lo = {lo}
-{seek("j0", "jw", "lo")}
+{window_start(w, "lo")}
 jw = j0
 has_acc = j0 < jc
 if has_acc:
@@ -357,14 +366,18 @@ if has_acc:
     c_last = ci[kid, {w}, 2]
     if ci[kid, {w}, 0] == 1 and first <= c_last and c_last <= last and c_first >= pk[s0]:
 {indent(self.load_cache(w), 2)}
-        pf = j0
-        while pf > s0 and pk[pf - 1] >= c_first:
-            pf -= 1
-        while pf < jc and pk[pf] < c_first:
-            pf += 1
-        pl = jc
-        while pl > pf and pk[pl - 1] > c_last:
-            pl -= 1
+        if ci[kid, {w}, {CI_EPOCH}] == epoch:
+            pf = ci[kid, {w}, {CI_PFIRST}]
+            pl = ci[kid, {w}, {CI_PLAST}] + 1
+        else:
+            pf = j0
+            while pf > s0 and pk[pf - 1] >= c_first:
+                pf -= 1
+            while pf < jc and pk[pf] < c_first:
+                pf += 1
+            pl = jc
+            while pl > pf and pk[pl - 1] > c_last:
+                pl -= 1
         for jj in range(pf, j0):
 {sub_s}
         for jj in range(j0, pf):
@@ -376,9 +389,7 @@ if has_acc:
 {"        a__cc = CC0" if cc else ""}
         for jj in range(j0, jc):
 {add_s}
-    ci[kid, {w}, 0] = 1
-    ci[kid, {w}, 1] = first
-    ci[kid, {w}, 2] = last
+{store_positions(w, 1)}
 {indent(self.store_cache(w), 1)}
     if has_cur:
 {indent(self.load("b_", "jc", ["n"]), 2)}
@@ -512,6 +523,26 @@ _GLOBALS = frozenset(
 def localize(code: str, prefix: str, shared: dict[str, str]) -> str:
     """Rename a canonical body for one call site: shared names as given, other locals ``_<prefix>_<name>``."""
     return rename(code, lambda name: shared.get(name, None if name in _GLOBALS else f"_{prefix}_{name}"))
+
+
+def store_positions(w: int, level: int) -> str:
+    """Cache the folded range ``[j0, jc)`` of window `w`: its tiles, positions and the key's epoch."""
+    values = ((CI_VALID, "1"), (CI_FIRST, "first"), (CI_LAST, "last"), (CI_PFIRST, "j0"))
+    values += ((CI_PLAST, "jc - 1"), (CI_EPOCH, "epoch"))
+    return indent("\n".join(f"ci[kid, {w}, {c}] = {v}" for c, v in values), level)
+
+
+def window_start(w: int, lo: str) -> str:
+    """``j0``: the first position with a tile ``>= lo``. From the cached position when no tile row of the
+    key moved since (a few steps as the window slides), else scanning from the previous window's start."""
+    return f"""if ci[kid, {w}, {CI_VALID}] == 1 and ci[kid, {w}, {CI_EPOCH}] == epoch:
+    j0 = min(max(ci[kid, {w}, {CI_PFIRST}], s0), jc)
+    while j0 < jc and pk[j0] < {lo}:
+        j0 += 1
+    while j0 > s0 and pk[j0 - 1] >= {lo}:
+        j0 -= 1
+else:
+{indent(seek("j0", "jw", lo), 1)}"""
 
 
 def locate(out: str, s0: str, e0: str, k: str) -> str:

@@ -98,8 +98,8 @@ class _AggState:
         self.fp = np.array([cap, ccap_f], dtype=np.float64)
         max_tiles = (4 if fixed else 3) * plan.n_slots + 2
         self.maxseg = 2 * _pow2(max(max_tiles, _SEG0))
-        self.hd = np.empty((0, 6), dtype=np.int64)
-        self.ci = np.zeros((0, n_w, 3 + len(shape.ai)), dtype=np.int64)
+        self.hd = np.empty((0, cg.N_HD), dtype=np.int64)
+        self.ci = np.zeros((0, n_w, cg.CI_ACC + len(shape.ai)), dtype=np.int64)
         self.cf = np.zeros((0, n_w, max(len(shape.af), 1)), dtype=np.float64)
         self.pk = np.zeros(0, dtype=np.int64)
         self.wi = np.zeros((0, len(shape.i_fields)), dtype=np.int64)
@@ -111,7 +111,7 @@ class _AggState:
         old = len(self.hd)
         if n <= old:
             return
-        hd = np.empty((n, 6), dtype=np.int64)
+        hd = np.empty((n, cg.N_HD), dtype=np.int64)
         hd[:old] = self.hd
         hd[old:, cg.H_] = NO_TIME
         hd[old:, cg.M_] = NO_TIME // self.P
