@@ -46,6 +46,7 @@ __all__ = [
     "TableSpec",
     "arrival_rows",
     "clock_rows",
+    "needs_clock",
     "run_asof_partition",
     "run_partition",
     "run_steps_part",
@@ -131,6 +132,14 @@ def _loop(name: str) -> Callable[..., int]:
     return fn
 
 
+def needs_clock(layout: Any) -> bool:
+    """Whether the policy has timers (period, window, delay, max-events with a timeout)."""
+    kind = layout.policy_kind
+    return kind in (POLICY_PERIOD, POLICY_DELAY) or (
+        kind == POLICY_MAX and layout.policy.timeout_ns is not None
+    )
+
+
 def clock_rows(
     layout: Any, times: np.ndarray, clock: np.ndarray, first_time: int, final_clock: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -155,14 +164,14 @@ def clock_rows(
     at = np.empty(m + 2, dtype=np.int64)
     t = np.ascontiguousarray(times, dtype=np.int64)
     c = np.ascontiguousarray(clock, dtype=np.int64)
-    if kind == POLICY_PERIOD:
+    if not needs_clock(layout):
+        k = 0
+    elif kind == POLICY_PERIOD:
         k = _loop("period")(t, c, layout.boundary_step, policy.delay_ns, first_time, final_clock, before, at)
-    elif kind == POLICY_DELAY or (kind == POLICY_MAX and policy.timeout_ns is not None):
+    else:
         timeout = policy.delay_ns if kind == POLICY_DELAY else policy.timeout_ns
         dues = np.sort(t + np.int64(timeout))
         k = _loop("timer")(t, c, dues, before, at)
-    else:
-        k = 0
     return before[:k].copy(), at[:k].copy()
 
 
@@ -452,7 +461,8 @@ def arrival_rows(df: Any, schema: Any, where: str, *, in_order: bool = False) ->
     pa = require("pyarrow")
     if not in_order:
         df = df.sort_values(SEQ, kind="stable")
-    rows = pa.Table.from_pandas(df.drop(columns=TAGS), preserve_index=False).replace_schema_metadata(None)
+    tags = [c for c in TAGS if c in df.columns]
+    rows = pa.Table.from_pandas(df.drop(columns=tags), preserve_index=False).replace_schema_metadata(None)
     return conform_rows(rows, schema, where)
 
 
@@ -465,8 +475,9 @@ def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
     from storey.frames.aggregate import run_job, run_sync
 
     df = df.sort_values(SEQ, kind="stable")
-    times = df[TIME].to_numpy(dtype=np.int64)
-    clock = df[CLOCK].to_numpy(dtype=np.int64)
+    carried = None
+    if CLOCK in df.columns:
+        carried = (df[TIME].to_numpy(dtype=np.int64), df[CLOCK].to_numpy(dtype=np.int64))
     rows = arrival_rows(df, task.input_schema, f" (partition {index})", in_order=True)
     del df
     emitting = task.output_schema is not None
@@ -478,7 +489,7 @@ def run_partition(df: Any, task: PartitionTask, index: int) -> dict[str, Any]:
         augmentation_fn=task.augmentation_fn,
         aliases=task.aliases,
         where=task.where,
-        clock=(times, clock) if emitting else None,
+        clock=carried if emitting else None,
         first_time=task.first_time,
         final_clock=task.final_clock,
         live=task.table.live if task.table is not None else None,

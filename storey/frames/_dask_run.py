@@ -160,7 +160,11 @@ class AggregateRun:
     def _partitions(self, task: PartitionTask) -> list[Any]:
         """One delayed `run_partition` result per shuffled partition."""
         dask = _dask()
-        frames = shuffled(self.parts, self.prefix, self.key, self.where, npartitions(len(self.parts)))
+        from storey.frames._dask_partition import needs_clock
+
+        clocked = task.output_schema is not None and needs_clock(self.job.layout)
+        n_out = npartitions(len(self.parts))
+        frames = shuffled(self.parts, self.prefix, self.key, self.where, n_out, clocked=clocked)
         return [dask.delayed(run_partition, pure=False)(p, task, i) for i, p in enumerate(frames)]
 
     # ------------------------------------------------------------------------------------ results
@@ -357,20 +361,23 @@ def prefixes(*plans: list[Any]) -> list[Prefix]:
     return [Prefix.of(s) for s in stats]
 
 
-def shuffled(plan: list[Any], prefix: Prefix, key: Any, where: str, n_out: int) -> list[Any]:
+def shuffled(
+    plan: list[Any], prefix: Prefix, key: Any, where: str, n_out: int, *, clocked: bool = False
+) -> list[Any]:
     """The tagged rows of `plan`, shuffled by key hash into `n_out` partitions: one delayed pandas DataFrame
-    per partition. Two inputs shuffled with the same `n_out` put equal keys in partitions of equal index."""
+    per partition. Two inputs shuffled with the same `n_out` put equal keys in partitions of equal index.
+    `clocked`: carry each row's time and step clock (for timers)."""
     dask = _dask()
     dd = require("dask.dataframe")
     tagged = [
-        dask.delayed(tag_part, pure=False)(part, offset, clock_in, key, prefix.schema, where)
+        dask.delayed(tag_part, pure=False)(part, offset, clock_in, key, prefix.schema, where, clocked)
         for part, offset, clock_in in zip(
             delayed_parts(plan, times_only=False), prefix.offsets, prefix.clock_in, strict=True
         )
     ]
     if not tagged:
-        tagged = [dask.delayed(tagged_meta, pure=False)(prefix.schema)]
-    frame = dd.from_delayed(tagged, meta=tagged_meta(prefix.schema), verify_meta=False)
+        tagged = [dask.delayed(tagged_meta, pure=False)(prefix.schema, clocked)]
+    frame = dd.from_delayed(tagged, meta=tagged_meta(prefix.schema, clocked), verify_meta=False)
     return list(frame.shuffle(on=HASH, npartitions=n_out, method=_shuffle_method()).to_delayed())
 
 

@@ -1,10 +1,10 @@
 """The Dask engine's key shuffle: rows tagged in arrival order, then moved to partitions by key (§8.7).
 
-Before the shuffle every row of a part gets four int64 columns: its arrival sequence number (`SEQ`), its
-event time in ns (`TIME`), the step clock ``C`` at that row (`CLOCK`: the running maximum of time in arrival
-order, started from the clock carried into the part) and a hash of its key (`HASH`). Rows are then shuffled
-on the hash with Dask's own shuffle (p2p on a distributed cluster), so all rows of a key land in one
-partition; each partition is later sorted by `SEQ`.
+Before the shuffle every row of a part gets int64 columns: its arrival sequence number (`SEQ`), a hash of its
+key (`HASH`) and, for policies with timers, its event time in ns (`TIME`) and the step clock ``C`` at that
+row (`CLOCK`: the running maximum of time in arrival order, started from the clock carried into the part).
+Rows are then shuffled on the hash with Dask's own shuffle (p2p on a distributed cluster), so all rows of a
+key land in one partition; each partition is later sorted by `SEQ`.
 
 Keys are hashed as Python values (the values `KeyEncoder` groups by), so two rows share a partition whenever
 the local engine would put them in one group: ``1``, ``1.0`` and ``True`` hash alike, as do equal strings,
@@ -101,8 +101,9 @@ def key_hashes(table: Any, key: Any, where: str) -> np.ndarray:
     return per_key[np.concatenate(ids)]
 
 
-def tag_part(part: Part, offset: int, clock_in: int, key: Any, schema: Any, where: str) -> Any:
-    """The rows of `part` as a pandas DataFrame (Arrow-backed columns, `schema`) with the four tag columns."""
+def tag_part(part: Part, offset: int, clock_in: int, key: Any, schema: Any, where: str, clocked: bool) -> Any:
+    """The rows of `part` as a pandas DataFrame (Arrow-backed columns, `schema`) with the tag columns
+    (`TIME` and `CLOCK` only when `clocked`: the policy has timers)."""
     pd = require("pandas")
     table = (
         conform_rows(part.table, schema, f" ({part.source})") if part.table.num_rows else schema.empty_table()
@@ -113,17 +114,18 @@ def tag_part(part: Part, offset: int, clock_in: int, key: Any, schema: Any, wher
     np.maximum(clock, np.int64(clock_in), out=clock)
     hashes = key_hashes(table, key, where)
     df = table.to_pandas(types_mapper=pd.ArrowDtype)
+    columns = {SEQ: np.arange(offset, offset + n, dtype=np.int64), TIME: times, CLOCK: clock, HASH: hashes}
     tags = pd.DataFrame(
-        {SEQ: np.arange(offset, offset + n, dtype=np.int64), TIME: times, CLOCK: clock, HASH: hashes},
-        index=df.index,
+        {k: v for k, v in columns.items() if clocked or k not in (TIME, CLOCK)}, index=df.index
     )
     return pd.concat([df, tags], axis=1)
 
 
-def tagged_meta(schema: Any) -> Any:
+def tagged_meta(schema: Any, clocked: bool) -> Any:
     """The empty DataFrame `tag_part` returns for `schema` (Dask's ``meta``)."""
     pd = require("pandas")
     df = schema.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
     for name in TAGS:
-        df[name] = np.empty(0, dtype=np.int64)
+        if clocked or name not in (TIME, CLOCK):
+            df[name] = np.empty(0, dtype=np.int64)
     return df
