@@ -129,7 +129,7 @@ class AggregateRun:
         if not local:
             await table.close()  # the workers open their own connections (and pickling needs none open)
         try:
-            blob = pickle.dumps(driver)
+            blob = pickle_driver(driver)
         except Exception as exc:
             msg = f"{self.where}: engine='dask' pickles the table's driver to the workers; {driver!r}: {exc}"
             raise TypeError(msg) from exc
@@ -316,6 +316,23 @@ class AggregateRun:
             batch_size=self.batch_size,
             where=self.where,
         )
+
+
+def pickle_driver(driver: Any) -> bytes:
+    """`driver` pickled for the workers, with any event loop it remembers left out (a closed driver holds
+    no connection; a loop belongs to the calling process, and each worker makes its own)."""
+    import asyncio
+    import io
+
+    class _Pickler(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, asyncio.AbstractEventLoop):
+                return type(None), ()
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    _Pickler(buffer).dump(driver)
+    return buffer.getvalue()
 
 
 class _Exported:

@@ -312,6 +312,32 @@ def test_build_state_sqlite_file_blobs_are_the_local_ones(scheduler: str, tmp_pa
     assert sqlite_rows(dask_db) == sqlite_rows(local_db)
 
 
+def test_build_state_seeds_redis_from_the_workers(scheduler: str, redis_server: Any) -> None:
+    import uuid
+
+    import redis
+
+    from storey import RedisDriver
+
+    data = disordered()
+    prefixes = [f"storey-test-{uuid.uuid4().hex}-{engine}:" for engine in ("local", "dask")]
+    for prefix, engine in zip(prefixes, ("local", "dask"), strict=True):
+        table = Table("t", RedisDriver(redis_server.url, key_prefix=prefix))
+        build_state(data, readme_aggregates(), table, key="key", time_field="time", engine=engine)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        stored = []
+        for prefix in prefixes:
+            keys = sorted(client.keys(prefix + "*"))
+            read = {b"hash": client.hgetall, b"string": client.get}
+            stored.append({k[len(prefix) :]: read[client.type(k)](k) for k in keys})
+            client.delete(*keys)
+    finally:
+        client.close()
+    assert len(stored[0]) > 12
+    assert stored[1] == stored[0]
+
+
 def test_build_state_continues_from_stored_state(threads: None, tmp_path: Any) -> None:
     data = disordered()
     whole, split = str(tmp_path / "whole.db"), str(tmp_path / "split.db")
@@ -522,7 +548,7 @@ def streams(draw: Any) -> pa.Table:
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=streams(), policy=POLICY_STRATEGY, rows=st.integers(1, 20), partitions=st.integers(1, 4))
 def test_random_streams_are_the_local_result(data: pa.Table, policy: Any, rows: int, partitions: int) -> None:
     aggs = [
