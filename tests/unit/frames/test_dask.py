@@ -338,6 +338,24 @@ def test_build_state_seeds_redis_from_the_workers(scheduler: str, redis_server: 
     assert stored[1] == stored[0]
 
 
+async def test_build_state_on_every_driver(threads: None, driver_factory: Any) -> None:
+    """Workers write their keys (or, for in-process drivers, the caller does): the records equal the
+    local engine's, on every backend."""
+    data = disordered()
+    keys = sorted(set(data.column("key").to_pylist()))
+    records = []
+    for engine in ("local", "dask"):
+        driver = driver_factory()
+        path = driver_factory.table_path(f"states_{engine}")
+        build_state(
+            data, readme_aggregates(), Table(path, driver), key="key", time_field="time", engine=engine
+        )
+        reader = Table(path, driver)
+        records.append([dict(await reader.load_record(k)) for k in keys])
+        assert await reader.load_schema() is not None
+    assert all(records[0]) and records[1] == records[0]
+
+
 def test_build_state_continues_from_stored_state(threads: None, tmp_path: Any) -> None:
     data = disordered()
     whole, split = str(tmp_path / "whole.db"), str(tmp_path / "split.db")
