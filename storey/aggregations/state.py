@@ -17,6 +17,12 @@ merge, the tile of τ last. The fold of the *closed* part (every tile of the ran
 per window; the cache is extended tile by tile while the oldest folded tile stays the same, and dropped when
 a late event lands in its range or its oldest tile leaves the window. It therefore performs exactly the
 merges of the uncached fold, in the same order (tests compare both bit for bit).
+
+`KeyState` has two implementations with the same bits: `PyKeyState` here (tuples, fused CPython code), and
+`storey.aggregations._compiled_state.CompiledKeyState` (one numpy buffer per key, numba code generated from
+the same templates), which the plan picks when numba is available (`AggregatorPlan.engine`). On sparse keys
+the largest window loses its oldest tile at almost every event, so the cached fold restarts from the new
+oldest tile: tens of merges per event, which is where compiled code pays.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from storey._utils._imports import require
 from storey.aggregations._fused import FusedFunctions, fuse
 from storey.aggregations.field import FieldAggregator
 from storey.aggregations.kernels import canonical_kernels, get_aggregation
 from storey.aggregations.kernels._codegen import compile_function
+from storey.aggregations.kernels.base import _numba_enabled
 from storey.aggregations.windows import FixedWindowType, retention_bound, window_range
 
-__all__ = ["NO_TIME", "AggregatorPlan", "KeyState"]
+__all__ = ["NO_TIME", "AggregatorPlan", "KeyState", "PyKeyState"]
 
 NO_TIME = -(2**63)
 """``H`` of a key that has seen no event (below every valid instant, so the first event sets ``H = t``)."""
@@ -40,6 +48,10 @@ NO_TIME = -(2**63)
 class KeyState:
     """The state of one aggregator for one key (create it with `AggregatorPlan.new_state`).
 
+    Two implementations give the same bits: `PyKeyState` (tiles as Python tuples, fused CPython code) and
+    `storey.aggregations._compiled_state.CompiledKeyState` (tiles in one numpy buffer, numba code); the plan
+    picks one (`AggregatorPlan.engine`).
+
     Attributes
     ----------
     H
@@ -47,24 +59,140 @@ class KeyState:
     M
         ``tile(H)``.
     keys
-        Indices of the non-empty tiles, ascending.
+        Indices of the non-empty tiles, ascending (a new list for a compiled state).
     rows
-        Their rows, aligned with `keys`; a row is a tuple of the plan's `row_fields` (``n`` first). Rows are
-        replaced, never mutated; tuples of numbers are not tracked by the cyclic garbage collector, which
-        matters with millions of tiles.
+        Their rows, aligned with `keys`; a row is a tuple of the plan's `row_fields` (``n`` first).
     """
 
-    __slots__ = ("H", "M", "_accl", "_ck", "_cmax", "_last_j", "_last_k", "caches", "keys", "rows")
+    __slots__ = ("H", "M")
 
     # Set on the per-plan subclass built by AggregatorPlan.
     plan: ClassVar[AggregatorPlan]
     _P: ClassVar[int]
     _N1: ClassVar[int]
     _NRET: ClassVar[int]
-    _IW: ClassVar[tuple[tuple[int, int], ...]]
     _NMAX: ClassVar[int]
     _KIND: ClassVar[int]  # 0 sliding, 1 fixed current-open, 2 fixed last-closed
     _EMPTY_ROW: ClassVar[tuple[Any, ...]]
+    keys: list[int]
+    rows: list[tuple[Any, ...]]
+
+    # -- events ------------------------------------------------------------------------------------------
+
+    def observe(self, t: int) -> bool:
+        """Advance ``H`` to ``max(H, t)`` and return whether an event at `t` is accepted (§5.2 steps 1–2).
+
+        Call it for every event of the key, including filtered events and skipped values.
+        """
+        if t > self.H:
+            self.H = t
+            self.M = t // self._P
+        return t // self._P >= self.M - self._N1
+
+    def add(self, value: Any, t: int) -> None:
+        """Add an accepted value (float64, or anything for a count-only plan) to the row of ``tile(t)``."""
+        raise NotImplementedError
+
+    def update(self, value: Any, t: int) -> bool:
+        """`observe` then, if accepted, `add`; returns whether the event was accepted."""
+        if self.observe(t):
+            self.add(value, t)
+            return True
+        return False
+
+    # -- evaluation --------------------------------------------------------------------------------------
+
+    def evaluate(self, tau: int, out: dict[str, Any]) -> bool:
+        """Write the features as of `tau` into `out` (feature order); return ``False`` (writing nothing)
+        when they are absent because ``tile(τ) < M − N + 1`` (§5.3)."""
+        raise NotImplementedError
+
+    def values(self, tau: int) -> tuple[Any, ...] | None:
+        """The features as of `tau` as a tuple in feature order, or ``None`` when absent."""
+        raise NotImplementedError
+
+    def add_evaluate(self, value: Any, t: int, out: dict[str, Any]) -> bool:
+        """`add` then `evaluate` as of `t` (the per-event path of `EmitEveryEvent`; one compiled call)."""
+        self.add(value, t)
+        return self.evaluate(t, out)
+
+    def evaluate_uncached(self, tau: int, out: dict[str, Any]) -> bool:
+        """`evaluate` without any cache: each window folded from its oldest tile (the reference path)."""
+        return self.plan.python_state_class.from_tiles(self.H, self.keys, self.rows).evaluate_uncached(
+            tau, out
+        )
+
+    def has_data(self, tau: int) -> bool:
+        """Whether the largest window as of `tau` holds any value (features present and some ``n > 0``)."""
+        raise NotImplementedError
+
+    def _closed_range(self, k: int, nw: int) -> tuple[int, int]:
+        """The window's tiles other than tile(τ) (all of them for a last-closed window)."""
+        if self._KIND == 0:
+            return k - nw + 1, k - 1
+        start = (k // nw) * nw
+        if self._KIND == 1:
+            return start, k - 1
+        return start - nw, start - 1
+
+    def _data_range(self, k: int) -> tuple[int, int]:
+        """The tiles `has_data` looks at as of tile `k`: the largest window, tile(τ) included."""
+        lo, hi = self._closed_range(k, self._NMAX)
+        return lo, (hi if self._KIND == 2 else k)
+
+    # -- inspection --------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_tiles(cls, H: int, keys: Sequence[int], rows: Sequence[Sequence[Any]]) -> KeyState:
+        """A state of this class holding the given non-empty tiles (see `AggregatorPlan.state_from_tiles`)."""
+        raise NotImplementedError
+
+    @property
+    def retention_bound(self) -> int:
+        """The oldest tile that must be kept (and persisted): ``M − 2N + 2`` (fixed: ``M − 3N + 2``)."""
+        return self.M - self._NRET
+
+    @property
+    def tiles(self) -> dict[int, tuple[Any, ...]]:
+        """``{tile index: row}`` (a new dict; for inspection)."""
+        return dict(zip(self.keys, self.rows, strict=True))
+
+    def retained(self) -> tuple[list[int], list[tuple[Any, ...]]]:
+        """Tile indices at or above the retention bound (ascending) and their rows (what a blob stores)."""
+        keys = self.keys
+        start = bisect_left(keys, self.M - self._NRET)
+        return keys[start:], self.rows[start:]
+
+    def copy(self) -> KeyState:
+        """An independent copy (same ``H`` and tiles; caches start empty)."""
+        return self.from_tiles(self.H, self.keys, self.rows)
+
+    def summary(self, k: int) -> dict[str, Any]:
+        """The fields of tile `k` as a dict (the empty summary when the tile holds no value)."""
+        row = self.tiles.get(k)
+        return dict(zip(self.plan.row_fields, self._EMPTY_ROW if row is None else row, strict=True))
+
+    def encode(self) -> bytes:
+        """The persisted blob of this state (format 1, spec AGGREGATIONS.md §7.2); used by `Table`."""
+        from storey.aggregations.blob import encode_state
+
+        return encode_state(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.plan.name!r} H={self.H} tiles={len(self.keys)}>"
+
+
+class PyKeyState(KeyState):
+    """`KeyState` in pure Python: a sparse map ``tile index -> row`` as two aligned lists.
+
+    Rows are replaced, never mutated; tuples of numbers are not tracked by the cyclic garbage collector,
+    which matters with millions of tiles. The fused functions of `storey.aggregations._fused` do the
+    arithmetic; the closed-part fold of each window is cached as the module docstring describes.
+    """
+
+    __slots__ = ("_accl", "_ck", "_cmax", "_last_j", "_last_k", "caches", "keys", "rows")
+
+    _IW: ClassVar[tuple[tuple[int, int], ...]]
     _update_row: ClassVar[Any]
     _first_acc: ClassVar[Any]
     _extend: ClassVar[Any]
@@ -87,17 +215,14 @@ class KeyState:
         self._last_k: int | None = None  # the tile of the last add, and its index in keys/rows
         self._last_j = 0
 
+    @classmethod
+    def from_tiles(cls, H: int, keys: Sequence[int], rows: Sequence[Sequence[Any]]) -> PyKeyState:
+        st = cls(H)
+        st.keys = [int(k) for k in keys]
+        st.rows = [tuple(r) for r in rows]
+        return st
+
     # -- events ------------------------------------------------------------------------------------------
-
-    def observe(self, t: int) -> bool:
-        """Advance ``H`` to ``max(H, t)`` and return whether an event at `t` is accepted (§5.2 steps 1–2).
-
-        Call it for every event of the key, including filtered events and skipped values.
-        """
-        if t > self.H:
-            self.H = t
-            self.M = t // self._P
-        return t // self._P >= self.M - self._N1
 
     def add(self, value: Any, t: int) -> None:
         """Add an accepted value (float64, or anything for a count-only plan) to the row of ``tile(t)``."""
@@ -115,13 +240,6 @@ class KeyState:
         rows[j] = self._update_row(rows[j], value, t)
         if k <= self._cmax:
             self._invalidate(k)
-
-    def update(self, value: Any, t: int) -> bool:
-        """`observe` then, if accepted, `add`; returns whether the event was accepted."""
-        if self.observe(t):
-            self.add(value, t)
-            return True
-        return False
 
     def _new_tile(self, k: int, j: int) -> int:
         """Insert the empty row of tile `k` at index `j`; return its index after retention pruning."""
@@ -223,55 +341,19 @@ class KeyState:
         k = tau // self._P
         if k < self.M - self._N1:
             return False
-        lo, hi = self._closed_range(k, self._NMAX)
-        if self._KIND != 2:
-            hi = k
+        lo, hi = self._data_range(k)
         j = bisect_left(self.keys, lo)
         return j < len(self.keys) and self.keys[j] <= hi
-
-    def _closed_range(self, k: int, nw: int) -> tuple[int, int]:
-        """The window's tiles other than tile(τ) (all of them for a last-closed window)."""
-        if self._KIND == 0:
-            return k - nw + 1, k - 1
-        start = (k // nw) * nw
-        if self._KIND == 1:
-            return start, k - 1
-        return start - nw, start - 1
-
-    # -- inspection --------------------------------------------------------------------------------------
-
-    @property
-    def retention_bound(self) -> int:
-        """The oldest tile that must be kept (and persisted): ``M − 2N + 2`` (fixed: ``M − 3N + 2``)."""
-        return self.M - self._NRET
-
-    @property
-    def tiles(self) -> dict[int, tuple[Any, ...]]:
-        """``{tile index: row}`` (a new dict; for inspection)."""
-        return dict(zip(self.keys, self.rows, strict=True))
 
     def retained(self) -> tuple[list[int], list[tuple[Any, ...]]]:
         """Tile indices at or above the retention bound (ascending) and their rows (what a blob stores)."""
         start = bisect_left(self.keys, self.M - self._NRET)
         return self.keys[start:], self.rows[start:]
 
-    def copy(self) -> KeyState:
-        """An independent copy (same ``H`` and tiles; caches start empty)."""
-        return self.plan.state_from_tiles(self.H, self.keys, self.rows)
-
     def summary(self, k: int) -> dict[str, Any]:
         """The fields of tile `k` as a dict (the empty summary when the tile holds no value)."""
         row = self._row(k)
         return dict(zip(self.plan.row_fields, self._EMPTY_ROW if row is None else row, strict=True))
-
-    def encode(self) -> bytes:
-        """The persisted blob of this state (format 1, spec AGGREGATIONS.md §7.2); used by `Table`."""
-        from storey.aggregations.blob import encode_state
-
-        return encode_state(self)
-
-    def __repr__(self) -> str:
-        return f"<KeyState {self.plan.name!r} H={self.H} tiles={len(self.keys)}>"
 
 
 def _accs_source(kind: int, tiles_per_window: Sequence[int]) -> str:
@@ -400,6 +482,10 @@ class AggregatorPlan:
         and minimum: the aggregator's own largest window.
     fixed_window_type
         For fixed windows: which window evaluations read (`QueryByKey` may ask for `LastClosedWindow`).
+    engine
+        Which `KeyState` implementation `new_state` builds: ``'python'`` (`PyKeyState`), ``'numba'``
+        (`CompiledKeyState`, needs ``storey[fast]`` and kernels with templates) or ``'auto'``: numba when it
+        is importable, ``STOREY_DISABLE_NUMBA`` is unset and the plan allows it. Both give the same bits.
 
     Examples
     --------
@@ -423,6 +509,7 @@ class AggregatorPlan:
         kernels: Sequence[str] | None = None,
         n_slots: int | None = None,
         fixed_window_type: FixedWindowType = FixedWindowType.CurrentOpenWindow,
+        engine: str = "auto",
     ) -> None:
         windows = aggregator.windows
         self.aggregator = aggregator
@@ -466,19 +553,22 @@ class AggregatorPlan:
         else:
             self.accs_source = _accs_source(kind, windows.tiles_per_window)
         accs = compile_function(self.accs_source, "accs", ns, f"<storey state {self.name}.accs>")
-        self.state_class: type[KeyState] = type(
+        attrs = {
+            "__slots__": (),
+            "plan": self,
+            "_P": self.period_ns,
+            "_N1": self.n_slots - 1,
+            "_NRET": (3 if fixed else 2) * self.n_slots - 2,
+            "_NMAX": windows.n_tiles,
+            "_KIND": kind,
+            "_EMPTY_ROW": self.fused.empty_row,
+        }
+        self.python_state_class: type[PyKeyState] = type(
             f"KeyState_{self.name}",
-            (KeyState,),
+            (PyKeyState,),
             {
-                "__slots__": (),
-                "plan": self,
-                "_P": self.period_ns,
-                "_N1": self.n_slots - 1,
-                "_NRET": (3 if fixed else 2) * self.n_slots - 2,
+                **attrs,
                 "_IW": tuple(enumerate(windows.tiles_per_window)),
-                "_NMAX": windows.n_tiles,
-                "_KIND": kind,
-                "_EMPTY_ROW": self.fused.empty_row,
                 "_update_row": staticmethod(self.fused.update_row),
                 "_first_acc": staticmethod(self.fused.first_acc),
                 "_extend": staticmethod(self.fused.extend),
@@ -489,6 +579,29 @@ class AggregatorPlan:
                 "_CCAP": count_cap if integer_count else None,
             },
         )
+        self.engine = self._resolve_engine(engine)
+        self.state_class: type[KeyState] = self.python_state_class
+        if self.engine == "numba":
+            from storey.aggregations._compiled_state import compiled_state_class
+
+            self.state_class = compiled_state_class(self, attrs)
+
+    def _resolve_engine(self, engine: str) -> str:
+        if engine not in ("auto", "python", "numba"):
+            msg = f"aggregator {self.name!r}: engine must be 'auto', 'python' or 'numba', got {engine!r}"
+            raise ValueError(msg)
+        if engine == "python":
+            return engine
+        from storey.aggregations._compiled_state import supports
+
+        reason = supports(self)
+        if engine == "numba":
+            if reason is not None:
+                msg = f"aggregator {self.name!r}: engine='numba' is not possible: {reason}"
+                raise ValueError(msg)
+            require("numba")
+            return engine
+        return "numba" if reason is None and _numba_enabled() else "python"
 
     def new_state(self, H: int = NO_TIME) -> KeyState:
         """A fresh, empty per-key state (``H`` = `NO_TIME` unless given)."""
@@ -496,10 +609,7 @@ class AggregatorPlan:
 
     def state_from_tiles(self, H: int, keys: Sequence[int], rows: Sequence[Sequence[Any]]) -> KeyState:
         """A state holding the given non-empty tiles (ascending `keys`; rows in `row_fields` order)."""
-        st = self.state_class(H)
-        st.keys = [int(k) for k in keys]
-        st.rows = [tuple(r) for r in rows]
-        return st
+        return self.state_class.from_tiles(H, keys, rows)
 
     def empty_features(self, out: dict[str, Any]) -> None:
         """Write the empty results of §3.2 (a key with no state) into `out`."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,12 @@ from storey.aggregations.blob import decode_state, encode_state
 from storey.aggregations.checks import same_bits
 from storey.aggregations.field import FieldAggregator
 from storey.aggregations.kernels import aggregation_names, get_aggregation, get_kernel, kernel_names
+from storey.aggregations.kernels.base import _numba_enabled
 from storey.aggregations.state import AggregatorPlan
 from storey.aggregations.windows import FixedWindows, FixedWindowType, SlidingWindows, window_range
+
+ENGINES = ["python", pytest.param("numba", marks=pytest.mark.skipif(not _numba_enabled(), reason="no numba"))]
+"""Both `KeyState` implementations are checked against brute force (numba only when importable)."""
 
 S = 10**9
 BASE = 1_700_000_003 * S + 123  # deliberately not aligned to any period
@@ -37,7 +42,7 @@ VALUES = st.one_of(
 
 
 @st.composite
-def configs(draw, aggrs=None):
+def configs(draw, aggrs=None, engine="auto"):
     if aggrs is None:
         aggrs = draw(st.lists(st.sampled_from(aggregation_names()), min_size=1, max_size=5, unique=True))
     no_cap = any(a in ("avg", "stdvar", "stddev") for a in aggrs)
@@ -56,7 +61,7 @@ def configs(draw, aggrs=None):
         extra = [k for k in extra if k != "moments"]
     n_slots = windows.n_tiles + draw(st.sampled_from([0, 0, 0, 1, 3]))
     agg = FieldAggregator("f", "x", aggrs, windows, max_value=max_value)
-    return AggregatorPlan(agg, kernels=extra, n_slots=n_slots, fixed_window_type=fixed_type)
+    return AggregatorPlan(agg, kernels=extra, n_slots=n_slots, fixed_window_type=fixed_type, engine=engine)
 
 
 @st.composite
@@ -242,10 +247,11 @@ def run(plan, events, restart_at=None):
     return {k: encode_state(s) for k, s in states.items()}
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_state_machine_matches_brute_force(data):
-    plan = data.draw(configs())
+def test_state_machine_matches_brute_force(engine, data):
+    plan = data.draw(configs(engine=engine))
     events = data.draw(streams(plan))
     restart_at = data.draw(st.one_of(st.none(), st.integers(0, len(events))))
     blobs = run(plan, events, restart_at)
@@ -253,12 +259,13 @@ def test_state_machine_matches_brute_force(data):
         assert blobs == run(plan, events, None)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_count_only_plans_match_brute_force(data):
+def test_count_only_plans_match_brute_force(engine, data):
     """Count-only plans keep running integer window sums (moved, not refolded): same bits as the fold."""
-    plan = data.draw(configs(aggrs=["count"]))
-    assert plan.state_class._DELTA == (not isinstance(plan.max_value, float))
+    plan = data.draw(configs(aggrs=["count"], engine=engine))
+    assert plan.python_state_class._DELTA == (not isinstance(plan.max_value, float))
     events = data.draw(streams(plan))
     restart_at = data.draw(st.one_of(st.none(), st.integers(0, len(events))))
     blobs = run(plan, events, restart_at)
