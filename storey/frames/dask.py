@@ -10,15 +10,18 @@ How it runs
    groups are read by the workers, a ``dask.dataframe.DataFrame`` gives one part per partition (arrival
    order: partitions in order, then rows), CSV files are parsed by one task, in-memory data is read by the
    calling process. Every part is read with the local engine's readers, so the values are the same.
-2. **Prefix pass.** One pass over the parts gives the row count, first and maximum time of each: so each
-   row gets its arrival sequence number and the step clock ``C`` at that row (the running maximum of time
-   in arrival order, carried from part to part), and the run gets the first event time and the final ``C``.
-3. **Shuffle.** Rows, tagged with sequence number, time, ``C`` and a hash of the key, are shuffled by the
-   hash with Dask's shuffle (`storey.frames._dask_shuffle`), so each key's rows are in one partition.
+2. **Prefix pass.** One pass over the parts (Parquet: the time column only) gives the row count, first and
+   maximum time of each: so each row gets its arrival sequence number and the step clock ``C`` at that row
+   (the running maximum of time in arrival order, carried from part to part), and the run gets the first
+   event time and the final ``C``.
+3. **Shuffle.** Rows, tagged with their sequence number and a hash of the key (and, for policies with
+   timers, their time and ``C``), are shuffled by the hash with Dask's shuffle (p2p on a cluster;
+   `storey.frames._dask_shuffle`), so each key's rows are in one partition.
 4. **Per partition** (`storey.frames._dask_partition`): rows are sorted back by sequence number and the
    *local* engine runs over them (same state machine, same kernels, compiled when numba is installed).
    Timer emissions (§6) see the carried ``C``, the first event time and the final ``C`` through clock
-   events, so the emitted rows are exactly the local engine's.
+   events (at most one per row, only where ``C`` passed a due time the partition's own times have not
+   reached), so the emitted rows are exactly the local engine's.
 
 Results
 -------
@@ -31,18 +34,19 @@ Results
 - With ``output=`` (a directory path or fsspec URL, reachable from the workers and the caller) the workers
   write a Parquet dataset of ``part-*.parquet`` files (existing files are kept, as with the local engine);
   the summed metrics are returned, with ``rows_out``.
-- `build_state` returns the summed metrics. Drivers are pickled to the workers, which load and write
-  their own keys (several processes may write one SQLite file: its lock serialises them). `NoopDriver`
-  and ``SQLiteDriver(':memory:')`` live in the calling process: the workers start from a copy of a
-  `NoopDriver` (an in-memory SQLite table must not hold state yet), and the final states are written by
-  the calling process. The calling process's `Table` is closed; its cache is not updated with the
-  states the workers wrote (open a new `Table` to read them).
+- `build_state` returns the summed metrics. Drivers are pickled to the workers (closed, without the
+  calling process's event loop), which load and write their own keys (several processes may write one
+  SQLite file: its lock serialises them). `NoopDriver` and ``SQLiteDriver(':memory:')`` live in the
+  calling process: the workers start from a copy of a `NoopDriver` (an in-memory SQLite table must not
+  hold state yet), and the final states are written by the calling process. The calling process's
+  `Table` is closed; its cache is not updated with the states the workers wrote (open a new `Table` to
+  read them).
 - `aggregate` with ``table=`` (and `backfill` of a lone `AggregateByKey`, whose Table holds the state)
   computes the partitions before it returns, so that the states are written: without ``output=`` the rows
   are then held in the workers' memory (``dask.persist``) behind the returned Dask DataFrame.
 - `as_of`: labels and events are shuffled by key into partitions of equal index; each partition runs the
   local `as_of`. Labels of one key keep their order; the order across keys is not label order. Metrics:
-  ``events``, ``labels``, ``skipped_rows`` (and ``rows_out``).
+  ``events``, ``labels``, ``skipped_rows`` (and ``rows_out`` with ``output=``).
 - `backfill`: a lone `AggregateByKey` that the batch engine can run is `aggregate` above (exact, timers
   included). A list of steps without `AggregateByKey` runs on every input part, in order (no shuffle; the
   result is in stream order): **steps are copied to every part, so a step that keeps state across events
@@ -52,8 +56,9 @@ Results
 
 Differences from the local engine
 ---------------------------------
-- Bad input (§8.8) is raised before anything is written: every part is read once by the prefix pass
-  (parts are read twice in all, instead of being held in memory between the passes).
+- Bad columns and times (§8.8) are raised by the prefix pass, before anything is written (parts are read
+  twice in all, instead of being held in memory between the passes); a non-numeric value is raised by the
+  partition that meets it (files other partitions wrote stay).
 - ``progress`` is called once, with the rows read, when an eager call ends (never for a lazy result).
 - User callables (``key``, fields, filters, ``augmentation_fn``) run on the workers; they must be
   picklable on a distributed cluster. A callable ``key`` is called twice per row (for the shuffle hash and
