@@ -383,6 +383,9 @@ class AggregateByKey(Flow):
         metrics["events"] += 1
         body = event.body
         element = copy(event) if self._full_event else body
+        # with EmitEveryEvent each aggregator is evaluated as of t right after its own update (aggregators
+        # are independent, so this equals updating all of them first); add_evaluate is one compiled call
+        features: dict[str, Any] | None = {} if self._every else None
         late = False
         i = 0
         for reader, flt in self._slots:
@@ -392,6 +395,8 @@ class AggregateByKey(Flow):
                 late = True
                 continue
             if flt is not None and not flt(element):
+                if features is not None:
+                    st.evaluate(t, features)
                 continue
             if reader.from_body:
                 try:
@@ -404,13 +409,20 @@ class AggregateByKey(Flow):
                 v = reader.convert(v, event)
                 if v is _SKIP:
                     metrics["skipped_values"] += 1
+                    if features is not None:
+                        st.evaluate(t, features)
                     continue
-            st.add(v, t)
+            if features is not None:
+                st.add_evaluate(v, t, features)
+            else:
+                st.add(v, t)
         if late:
             metrics["late_events"] += 1
         if key is not None:
             self.table.mark_states_dirty(key, self._names, event, t)
-        if self._every or self._emitter.on_event(key, t, event):
+        if features is not None:
+            return self._forward(self._output(event, key, t, states, features))
+        if self._emitter.on_event(key, t, event):
             return self._forward(self._output(event, key, t, states))
         return None
 
@@ -444,10 +456,15 @@ class AggregateByKey(Flow):
                 outs.append(Event._from_ns(body, key, b))
         return outs
 
-    def _features(self, key: Any, tau: int, states: list[KeyState]) -> dict[str, Any]:
-        features: dict[str, Any] = {}
-        for st in states:
-            st.evaluate(tau, features)
+    def _features(
+        self, key: Any, tau: int, states: list[KeyState], features: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The emitted features as of `tau` (`features`: the aggregators' already evaluated), enriched and
+        aliased."""
+        if features is None:
+            features = {}
+            for st in states:
+                st.evaluate(tau, features)
         if self._enrich_with:
             try:
                 attrs = self.table[key]
@@ -459,8 +476,10 @@ class AggregateByKey(Flow):
             features = {self._aliases.get(k, k): v for k, v in features.items()}
         return features
 
-    def _output(self, event: Event, key: Any, tau: int, states: list[KeyState]) -> Event:
-        features = self._features(key, tau, states)
+    def _output(
+        self, event: Event, key: Any, tau: int, states: list[KeyState], features: dict[str, Any] | None = None
+    ) -> Event:
+        features = self._features(key, tau, states, features)
         out = copy(event)
         out.key = key
         out.body = augment(event.body, features, self._augmentation_fn, self.name)
