@@ -44,7 +44,7 @@ __all__ = [
 NO_TIME = int(np.iinfo(np.int64).min)
 """The step clock before any event (minus infinity)."""
 
-PARTITION_ROWS = 1 << 20
+PARTITION_ROWS = 1 << 18
 """Default input rows per part (dask config ``storey.partition-rows``)."""
 
 

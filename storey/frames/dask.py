@@ -68,9 +68,11 @@ Differences from the local engine
 - A ``dask.dataframe.DataFrame`` input is computed twice (prefix pass and shuffle): persist it first if
   it is expensive.
 
-Settings (``dask.config``): ``storey.partition-rows`` (input rows per part, default 1 048 576) and
+Settings (``dask.config``): ``storey.partition-rows`` (input rows per part, default 262 144) and
 ``storey.npartitions`` (partitions after the shuffle; default: the number of parts, and at least the
-number of worker threads).
+number of worker threads). A shuffled partition then holds about ``partition-rows`` rows: smaller parts
+lower each worker's peak memory (README workload, 10 M events, one worker: about 0.7 GB at the default,
+1.7 GB with parts of 1 M rows), larger ones lower the per-task overhead.
 """
 
 from __future__ import annotations
