@@ -48,7 +48,7 @@ B_START, B_END, B_CB = 0, 1, 2
 # cache entry extras, after the W row-shaped words
 C_OK, C_LO, C_HI, C_FIRST, C_LAST, C_HAS, C_CC = range(7)
 N_CEXTRA = 7
-INIT_TILES = 4
+INIT_TILES = 8
 """Tile rows a new key's buffer holds before it first grows (doubling)."""
 
 

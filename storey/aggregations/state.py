@@ -27,6 +27,7 @@ oldest tile: tens of merges per event, which is where compiled code pays.
 
 from __future__ import annotations
 
+import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -584,7 +585,18 @@ class AggregatorPlan:
         if self.engine == "numba":
             from storey.aggregations._compiled_state import compiled_state_class
 
-            self.state_class = compiled_state_class(self, attrs)
+            try:
+                self.state_class = compiled_state_class(self, attrs)
+            except Exception as exc:
+                if engine == "numba":
+                    raise
+                warnings.warn(  # same bits either way; only slower
+                    f"aggregator {self.name!r}: the numba state machine failed to compile ({exc!r}); "
+                    "using the pure-Python one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.engine = "python"
 
     def _resolve_engine(self, engine: str) -> str:
         if engine not in ("auto", "python", "numba"):

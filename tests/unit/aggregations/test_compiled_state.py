@@ -295,3 +295,18 @@ def test_aggregate_by_key_gives_the_same_bits_with_and_without_numba(monkeypatch
     assert len(nb_out) == len(py_out) > 0
     for i, (a, b) in enumerate(zip(nb_out, py_out, strict=True)):
         assert_same_outputs(a, b, f"output {i}")
+
+
+def test_a_compile_failure_falls_back_to_python_with_a_warning(monkeypatch):
+    import storey.aggregations._compiled_state as compiled
+
+    def broken(plan, attrs):
+        raise RuntimeError("no LLVM today")
+
+    monkeypatch.setattr(compiled, "compiled_state_class", broken)
+    agg = FieldAggregator("c", "x", ["sum"], SlidingWindows(["1h"], "10m"))
+    with pytest.warns(RuntimeWarning, match="no LLVM today"):
+        plan = AggregatorPlan(agg)
+    assert plan.engine == "python" and isinstance(plan.new_state(), PyKeyState)
+    with pytest.raises(RuntimeError, match="no LLVM today"):
+        AggregatorPlan(agg, engine="numba")
