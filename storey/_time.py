@@ -37,8 +37,26 @@ def _check_range(ns: int) -> int:
     return ns
 
 
+_UTC_EPOCHS: dict[Any, _dt.datetime] = {}
+"""Epochs carrying the very tzinfo object of a UTC zone: subtracting datetimes that share a tzinfo skips the
+offset lookups (valid because a UTC zone has no transitions)."""
+
+
+def _utc_epoch(tz: Any) -> _dt.datetime | None:
+    epoch = _UTC_EPOCHS.get(tz)
+    if epoch is None and (tz is UTC or getattr(tz, "key", None) in ("UTC", "Etc/UTC")):
+        epoch = _UTC_EPOCHS[tz] = _dt.datetime(1970, 1, 1, tzinfo=tz)
+    return epoch
+
+
 def _datetime_to_ns(value: _dt.datetime) -> int:
-    if value.tzinfo is None or value.utcoffset() is None:
+    tz = value.tzinfo
+    epoch = _utc_epoch(tz) if tz is not None else None
+    if epoch is not None:
+        delta = value - epoch
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return _check_range(micros * 1000)
+    if tz is None or value.utcoffset() is None:
         value = value.replace(tzinfo=UTC)
     delta = value - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -13,6 +13,21 @@ __all__ = ["Event"]
 _now = _dt.datetime.now
 
 
+class _LazyId:
+    """An id shared by an event and its copies, drawn (``uuid4().hex``) when any of them first needs it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def get(self) -> str:
+        v = self.value
+        if v is None:
+            v = self.value = uuid.uuid4().hex
+        return v
+
+
 class Event:
     """An event: a body plus key, time, id and HTTP metadata.
 
@@ -104,6 +119,8 @@ class Event:
         i = self._id
         if i is None:
             i = self._id = uuid.uuid4().hex
+        elif type(i) is _LazyId:
+            i = i.get()
         return i
 
     @id.setter
@@ -146,7 +163,10 @@ class Event:
         ev.key = self.key
         ev._time = self._time
         ev._time_ns = self._time_ns
-        ev._id = self.id
+        i = self._id
+        if i is None:  # copies share one lazily drawn id
+            i = self._id = _LazyId()
+        ev._id = i
         ev.headers = self.headers
         ev.method = self.method
         ev.path = self.path
@@ -178,8 +198,9 @@ class Event:
         return f"Event(key={self.key!r}, time={self.time.isoformat()}, id={self.id!r}, body={body})"
 
     def __getstate__(self) -> dict[str, Any]:
-        self.id  # noqa: B018 - materialise the lazy id before pickling
-        return {k: getattr(self, k) for k in self.__slots__ if k != "_result"}
+        state = {k: getattr(self, k) for k in self.__slots__ if k != "_result"}
+        state["_id"] = self.id
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
