@@ -172,21 +172,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     table = pq.read_table(args.output)
-    preview = table.slice(0, 5).to_pandas()
-    with _pandas_wide():
-        print(preview.to_string(index=False))
+    print(_preview(table.slice(0, 5).to_pylist()))
     return 0
 
 
-class _pandas_wide:
-    def __enter__(self) -> None:
-        import pandas as pd
+def _preview(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of the first rows (no pandas needed)."""
+    if not rows:
+        return "(no rows)"
+    names = list(rows[0])
 
-        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 30)
-        self._ctx.__enter__()
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        if hasattr(v, "isoformat"):
+            return v.isoformat()
+        return str(v)
 
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+    cells = [[cell(r.get(n)) for n in names] for r in rows]
+    widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
+    lines = ["  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
