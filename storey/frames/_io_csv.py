@@ -519,7 +519,7 @@ def _typed_column(pa: Any, pc: Any, kind: str | None, col: Any, limit: int) -> _
     if n and pc.max(lengths).as_py() > limit:
         raise _Fallback  # the csv module rejects fields longer than csv.field_size_limit()
     empty = pc.equal(lengths, 0)
-    n_empty = pc.sum(empty).as_py() or 0
+    n_empty = n - pc.count(pc.if_else(empty, None, lengths)).as_py()  # an integer count of empty fields
     if n_empty:
         col = pc.if_else(empty, pa.scalar(None, pa.string()), col)
     if kind is None:
