@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from storey._time import from_ns, to_ns
+from storey._utils._fields import body_field, missing
 from storey.aggregations.emit import EmitEveryEvent, EmitPolicy, emit_policy_from_dict
 from storey.aggregations.emitter import Emission, Emitter
 from storey.aggregations.field import FieldAggregator, normalize_aggregates
@@ -53,15 +54,7 @@ class ValueReader:
 
     def read(self, event: Event, element: Any) -> Any:
         if self.from_body:
-            body = event.body
-            try:
-                v = body[self.field]
-            except KeyError:
-                raise missing(self.step, self.field, event) from None
-            except TypeError:
-                kind = type(body).__name__
-                msg = f"step {self.step!r}: field {self.field!r} needs a mapping body, not {kind}"
-                raise TypeError(msg) from None
+            v = body_field(event, self.field, self.step)
         else:
             v = self.field(element)  # type: ignore[misc]
         return self.convert(v, event)
@@ -90,32 +83,12 @@ class ValueReader:
         raise TypeError(msg)
 
 
-def missing(step: str, field: Any, event: Event) -> MissingFieldError:
-    """The `MissingFieldError` for an absent body field (names step, field, event and origin)."""
-    where = ""
-    origin = event.origin
-    if origin is not None and origin[0] is not None:
-        where = f" (file {origin[0]!r}, line/row {origin[1]})"
-    msg = f"step {step!r}: field {field!r} is missing in event {event.id!r}{where}"
-    return MissingFieldError(msg)
-
-
 def key_reader(key: Any, step: str, full_event: bool) -> Callable[[Event], Any]:
     """The key extractor of §6.1: `event.key`, a body field, a tuple of fields, or a callable."""
     if key is None:
         return lambda event: event.key
     if isinstance(key, str):
-
-        def from_field(event: Event) -> Any:
-            try:
-                return event.body[key]
-            except KeyError:
-                raise missing(step, key, event) from None
-            except TypeError:
-                msg = f"step {step!r}: key field {key!r} needs a mapping body"
-                raise TypeError(msg) from None
-
-        return from_field
+        return lambda event: body_field(event, key, step, "key field")
     if isinstance(key, list | tuple) and key and all(isinstance(k, str) for k in key):
         fields = tuple(key)
 
@@ -143,10 +116,7 @@ def time_reader(time_field: Any, step: str, full_event: bool) -> Callable[[Event
     if isinstance(time_field, str):
 
         def from_field(event: Event) -> int:
-            try:
-                value = event.body[time_field]
-            except KeyError:
-                raise missing(step, time_field, event) from None
+            value = body_field(event, time_field, step, "time field")
             try:
                 return to_ns(value)
             except (TypeError, ValueError, MissingFieldError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from storey.errors import MissingFieldError
+from storey._utils._fields import body_field
 from storey.event import Event
 from storey.flow.controller import FlowAwaiter, iterate_batches
 from storey.flow.runtime import Run, execute
@@ -20,15 +20,7 @@ class SourceStep(Flow):
     _is_source = True
 
     def _field(self, event: Event, field: Any, what: str) -> Any:
-        body = event.body
-        try:
-            return body[field]
-        except (KeyError, IndexError):
-            msg = f"step {self.name!r}: {what} {field!r} is missing in event {event.id!r}"
-            raise MissingFieldError(msg) from None
-        except TypeError:
-            msg = f"step {self.name!r}: {what} {field!r} needs a mapping body, got {type(body).__name__}"
-            raise TypeError(msg) from None
+        return body_field(event, field, self.name, what)
 
 
 class ReaderSource(SourceStep):
