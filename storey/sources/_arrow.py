@@ -99,13 +99,12 @@ def column_to_pylist(column: Any) -> list[Any]:
         t = column.type
     if not pa.types.is_timestamp(t):
         return column.to_pylist()
-    ints = column.view(pa.int64())
     factor = _UNIT_NS[t.unit]
+    raw = _int64_values(column.view(pa.int64()))  # a null's slot holds an arbitrary value ...
     valid = None
-    if column.null_count:  # to_numpy would give float64 with NaN for the nulls: fill them first
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        ints = ints.fill_null(0)
-    raw = ints.to_numpy(zero_copy_only=False)
+    if column.null_count:
+        valid = np.asarray(column.is_valid().to_pylist(), dtype=bool)
+        raw = np.where(valid, raw, 0)  # ... so it is set to 0 before any range check
     if factor != 1:
         limit = (2**63 - 1) // factor
         if np.abs(raw).max(initial=0) > limit:
@@ -116,6 +115,14 @@ def column_to_pylist(column: Any) -> list[Any]:
         for i in np.flatnonzero(~valid).tolist():
             out[i] = None
     return out
+
+
+def _int64_values(ints: Any) -> np.ndarray:
+    """The value slots of an int64 Arrow array, zero-copy (``Array.to_numpy`` would import pandas)."""
+    n = len(ints)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.frombuffer(ints.buffers()[1], dtype=np.int64, count=n, offset=8 * ints.offset)
 
 
 def _aware(value: Any) -> Any:
