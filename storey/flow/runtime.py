@@ -16,6 +16,7 @@ from typing import Any
 
 from storey.errors import FlowError
 from storey.event import Event
+from storey.flow.batch import EventBatch
 from storey.flow.graph import walk
 from storey.flow.step import Flow
 
@@ -212,7 +213,8 @@ class Run:
 async def execute(run: Run, feed: AsyncIterator[list[Any]]) -> Any:
     """Push the feed's batches through the graph, terminate, close; return the termination result.
 
-    A batch is a list of `Event`s; the `TERMINATE` sentinel inside a batch ends the feed.
+    A batch is a list of `Event`s (the `TERMINATE` sentinel inside one ends the feed), or an `EventBatch`
+    of a reader source, which takes the batch lane: ``head._do_batch(batch)`` (see `storey.flow.batch`).
     """
     head = run.head
     result: Any = None
@@ -220,6 +222,16 @@ async def execute(run: Run, feed: AsyncIterator[list[Any]]) -> Any:
         await run.start()
         terminated = False
         async for batch in feed:
+            if type(batch) is EventBatch:
+                try:
+                    r = head._do_batch(batch)
+                    if r is not None:
+                        await r
+                except FlowError as err:
+                    run.fail(err)
+                if run.error is not None:
+                    break
+                continue
             for ev in batch:
                 if run.error is not None:
                     break

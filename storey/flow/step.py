@@ -24,6 +24,7 @@ from storey.errors import FlowError
 from storey.event import Event
 
 if TYPE_CHECKING:
+    from storey.flow.batch import EventBatch
     from storey.flow.context import Context
     from storey.flow.runtime import Run
 
@@ -36,6 +37,11 @@ _BASE_KWARGS = ("name", "full_event", "termination_result_fn", "context")
 
 def _keep_first(acc: Any, nxt: Any) -> Any:
     return acc if acc is not None else nxt
+
+
+async def _raise_after(pending: Awaitable[Any], err: FlowError, cause: BaseException) -> None:
+    await pending
+    raise err from cause
 
 
 class Flow:
@@ -171,6 +177,80 @@ class Flow:
         if self._outs:
             return self._forward_many(event, 0)
         return None
+
+    # ------------------------------------------------------------------------------ batch lane
+    def _do_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Process a batch of source rows (the batch lane, see `storey.flow.batch`).
+
+        The default builds the events and calls `_do` on each in turn, exactly as the per-event path does.
+        Steps that can work on bodies alone override it; they must raise a `FlowError` naming the step and
+        the failing row's event, after forwarding the rows they accepted before it (`_fail_batch`).
+        """
+        return self._do_each(batch.events(), 0)
+
+    def _do_each(self, events: list[Event], start: int) -> Awaitable[Any] | None:
+        """`_do` on ``events[start:]`` one by one; on an awaitable, the rest continues after it."""
+        run = self._run
+        for i in range(start, len(events)):
+            if run is not None and run.error is not None:
+                return None
+            ev = events[i]
+            try:
+                r = self._do(ev)
+            except FlowError:
+                raise
+            except Exception as exc:
+                raise self._fail(exc, ev) from exc
+            if r is not None:
+                return self._do_each_after(self._guard(r, ev), events, i + 1)
+        return None
+
+    async def _do_each_after(self, pending: Awaitable[Any], events: list[Event], start: int) -> None:
+        await pending
+        r = self._do_each(events, start)
+        if r is not None:
+            await r
+
+    def _forward_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Hand a batch on: whole to a single outlet, else event by event (fan-out copies per event)."""
+        if not batch.bodies:
+            return None
+        o = self._out1
+        if o is not None:
+            return o._do_batch(batch)
+        if self._outs:
+            return self._forward_each(batch.events(), 0)
+        return None
+
+    def _forward_each(self, events: list[Event], start: int) -> Awaitable[Any] | None:
+        run = self._run
+        for i in range(start, len(events)):
+            if run is not None and run.error is not None:
+                return None
+            r = self._forward(events[i])
+            if r is not None:
+                return self._forward_each_after(r, events, i + 1)
+        return None
+
+    async def _forward_each_after(self, pending: Awaitable[Any], events: list[Event], start: int) -> None:
+        await pending
+        r = self._forward_each(events, start)
+        if r is not None:
+            await r
+
+    def _fail_batch(
+        self, exc: BaseException, batch: EventBatch, j: int, accepted: EventBatch | None
+    ) -> Awaitable[Any] | None:
+        """Raise this step's `FlowError` for body `j` of `batch`, after forwarding the `accepted` rows.
+
+        Nothing already accepted is lost: the rows the step processed before the failing one go downstream
+        first (an error there wins, as it would have happened first on the per-event path).
+        """
+        err = self._fail(exc, batch.event(j))
+        r = None if accepted is None else self._forward_batch(accepted)
+        if r is None:
+            raise err from exc
+        return _raise_after(r, err, exc)
 
     def _forward_many(self, event: Event, start: int) -> Awaitable[Any] | None:
         outs = self._outs

@@ -11,6 +11,7 @@ import numpy as np
 from storey._time import now_ns, to_ns, to_ns_array
 from storey.errors import FlowError, MissingFieldError
 from storey.event import Event
+from storey.flow.batch import EventBatch
 
 __all__ = [
     "EVENT_CHUNK",
@@ -107,11 +108,11 @@ def event_chunks(
     positions: Sequence[int],
     ids: Sequence[Any] | None = None,
     size: int = EVENT_CHUNK,
-) -> Iterator[list[Event]]:
-    """`make_events` over slices of `size` rows; bodies are built per slice by ``build(columns)``."""
+) -> Iterator[EventBatch]:
+    """`EventBatch`es of `size` rows (`make_events` semantics); bodies are built per slice by ``build``."""
     for a in range(0, len(positions), size):
         b = a + size
-        yield make_events(
+        yield EventBatch.of(
             build([c[a:b] for c in columns]),
             None if keys is None else keys[a:b],
             None if times_ns is None else times_ns[a:b],

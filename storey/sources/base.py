@@ -7,6 +7,7 @@ from typing import Any
 
 from storey._utils._fields import body_field
 from storey.event import Event
+from storey.flow.batch import EventBatch
 from storey.flow.controller import FlowAwaiter, iterate_batches
 from storey.flow.runtime import Run, execute
 from storey.flow.step import Flow
@@ -26,15 +27,17 @@ class SourceStep(Flow):
 class ReaderSource(SourceStep):
     """Base of sources that read data (files, dataframes) and terminate by themselves.
 
-    Subclasses implement `_read_batches`, a generator of lists of `Event`s in arrival order (keys, times
-    and ids already set), so the step itself only forwards.
+    Subclasses implement `_read_batches`, a generator of `EventBatch`es (or lists of `Event`s) in arrival
+    order (keys, times and ids already set), so the step itself only forwards. An `EventBatch` takes the
+    runtime's batch lane (`storey.flow.batch`): its events are built only where a step needs them.
     """
 
     def _init_run(self, run: Run) -> None:
         super()._init_run(run)
         self._do = self._forward  # type: ignore[method-assign]  # nothing to do per event: skip a frame
+        self._do_batch = self._forward_batch  # type: ignore[method-assign]
 
-    def _read_batches(self) -> Iterator[list[Event]]:
+    def _read_batches(self) -> Iterator[EventBatch | list[Event]]:
         raise NotImplementedError
 
     def run(self) -> FlowAwaiter:

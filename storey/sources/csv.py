@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from storey.event import Event
+from storey.flow.batch import EventBatch
 from storey.flow.runtime import Run
 from storey.sources._csvparse import CSVBatch, CSVParser, check_field
 from storey.sources._reading import dict_rows, event_chunks, guard_reading
@@ -116,10 +116,10 @@ class ReadCSV(ReaderSource):
         super()._init_run(run)
         self.metrics = {"rows": 0, "skipped_rows": 0}
 
-    def _read_batches(self) -> Iterator[list[Event]]:
+    def _read_batches(self) -> Iterator[EventBatch]:
         return guard_reading(self.name, self._events())
 
-    def _events(self) -> Iterator[list[Event]]:
+    def _events(self) -> Iterator[EventBatch]:
         parser = self._parser()
         build: Callable[[list[Sequence[Any]]], list[Any]] | None = None
         try:
@@ -146,7 +146,7 @@ class ReadCSV(ReaderSource):
 
     def _batch_events(
         self, batch: CSVBatch, parser: CSVParser, build: Callable[[list[Sequence[Any]]], list[Any]]
-    ) -> Iterator[list[Event]]:
+    ) -> Iterator[EventBatch]:
         cols = batch.columns
         key = None if self._key_field is None else cols[parser.field_index(self._key_field)]
         ids = None if self._id_field is None else cols[parser.field_index(self._id_field)]

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from storey.errors import MissingFieldError
-from storey.event import Event
+from storey.flow.batch import EventBatch
 from storey.flow.runtime import Run
 from storey.sources._reading import checked_times, dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
@@ -78,14 +78,14 @@ class DataframeSource(ReaderSource):
         super()._init_run(run)
         self.metrics = {"rows": 0}
 
-    def _read_batches(self) -> Iterator[list[Event]]:
+    def _read_batches(self) -> Iterator[EventBatch]:
         return guard_reading(self.name, self._events())
 
-    def _events(self) -> Iterator[list[Event]]:
+    def _events(self) -> Iterator[EventBatch]:
         for number, df in enumerate(self._dfs):
             yield from self._frame_events(number, df)
 
-    def _frame_events(self, number: int, df: Any) -> Iterator[list[Event]]:
+    def _frame_events(self, number: int, df: Any) -> Iterator[EventBatch]:
         labels, getters = _labels(df, self.name)
         keys = self._key_column if isinstance(self._key_column, list) else [self._key_column]
         for field in (*keys, self._time_column, self._id_column):

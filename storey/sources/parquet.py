@@ -13,7 +13,7 @@ from storey._time import to_ns, to_ns_array
 from storey._utils._imports import require
 from storey._utils._paths import DataFile, expand_paths, hive_partitions, is_url, url_to_fs
 from storey.errors import MissingFieldError
-from storey.event import Event
+from storey.flow.batch import EventBatch
 from storey.flow.runtime import Run
 from storey.sources._arrow import column_to_pylist
 from storey.sources._reading import checked_times, dict_rows, event_chunks, guard_reading
@@ -143,10 +143,10 @@ class ReadParquet(ReaderSource):
                 out.append(f)
         return out
 
-    def _read_batches(self) -> Iterator[list[Event]]:
+    def _read_batches(self) -> Iterator[EventBatch]:
         return guard_reading(self.name, self._events())
 
-    def _events(self) -> Iterator[list[Event]]:
+    def _events(self) -> Iterator[EventBatch]:
         files = expand_paths(self._paths, self._storage_options)
         partitions = hive_partitions(files)
         part_names = [name for name, _ in partitions.fields]
@@ -155,7 +155,7 @@ class ReadParquet(ReaderSource):
 
     def _file_events(
         self, file: DataFile, part_names: list[str], part_values: dict[str, Any]
-    ) -> Iterator[list[Event]]:
+    ) -> Iterator[EventBatch]:
         pf = open_parquet(file.path, self._storage_options)
         file_names = list(pf.schema_arrow.names)
         parts = [p for p in part_names if p not in file_names]
@@ -193,7 +193,7 @@ class ReadParquet(ReaderSource):
         part_values: dict[str, Any],
         positions: np.ndarray,
         build: Any,
-    ) -> tuple[Iterator[list[Event]], BaseException | None]:
+    ) -> tuple[Iterator[EventBatch], BaseException | None]:
         """Event lists of one Arrow batch, and the error of its first bad row (rows before it are kept)."""
         error: BaseException | None = None
         times = None

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import copy as _copy
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
 from storey.errors import FlowError
 from storey.event import Event
+from storey.flow.batch import NEVER_AWAITABLE as _PLAIN
 from storey.flow.step import Flow
+
+if TYPE_CHECKING:
+    from storey.flow.batch import EventBatch
 
 __all__ = ["Extend", "Filter", "FlatMap", "Map", "MapClass", "MapWithState"]
 
@@ -48,6 +53,31 @@ class _FnStep(Flow):
     def _then(self, result: Any, event: Event) -> Awaitable[Any] | None:
         raise NotImplementedError
 
+    def _init_run(self, run: Any) -> None:
+        super()._init_run(run)
+        # the batch lane works on bodies: not for full events, nor for subclasses with their own `_do`
+        self._body_lane = not self._full_event and type(self)._do is _FnStep._do
+
+    async def _finish_async(
+        self, batch: EventBatch, j: int, pending: Awaitable[Any], accepted: EventBatch | None
+    ) -> None:
+        """Batch lane, body `j` gave an awaitable: forward the accepted rows, then go on per event."""
+        try:
+            if accepted is not None:
+                r = self._forward_batch(accepted)
+                if r is not None:
+                    await r
+        except BaseException:
+            close = getattr(pending, "close", None)
+            if close is not None:
+                close()
+            raise
+        events = batch.events()
+        await self._resume(pending, events[j])
+        r = self._do_each(events, j + 1)
+        if r is not None:
+            await r
+
 
 class Map(_FnStep):
     """One output per input: a shallow copy of the event whose body is ``fn(element)``.
@@ -69,6 +99,25 @@ class Map(_FnStep):
             raise self._fail(exc, event) from exc
         return self._forward(out)
 
+    def _do_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Batch lane: map every body, then hand the new bodies on as one batch."""
+        if not self._body_lane:
+            return super()._do_batch(batch)
+        fn = self._fn
+        out: list[Any] = []
+        append = out.append
+        j = 0
+        try:
+            for body in batch.bodies:
+                r = fn(body)
+                if type(r) not in _PLAIN and hasattr(r, "__await__"):
+                    return self._finish_async(batch, j, r, batch.derive(out, None) if out else None)
+                append(r)
+                j += 1
+        except Exception as exc:
+            return self._fail_batch(exc, batch, j, batch.derive(out, None) if out else None)
+        return self._forward_batch(batch.derive(out, None))
+
 
 class Filter(_FnStep):
     """Forward the same event when ``fn(element)`` is truthy, otherwise drop it.
@@ -88,6 +137,36 @@ class Filter(_FnStep):
             return self._forward(event)
         return None
 
+    def _do_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Batch lane: test every body, then hand the kept rows on as one batch."""
+        if not self._body_lane:
+            return super()._do_batch(batch)
+        fn = self._fn
+        bodies = batch.bodies
+        keep: list[int] = []
+        append = keep.append
+        j = 0
+        try:
+            for body in bodies:
+                r = fn(body)
+                if type(r) not in _PLAIN and hasattr(r, "__await__"):
+                    return self._finish_async(batch, j, r, self._kept(batch, keep))
+                if r:
+                    append(j)
+                j += 1
+        except Exception as exc:
+            return self._fail_batch(exc, batch, j, self._kept(batch, keep))
+        if len(keep) == len(bodies):
+            return self._forward_batch(batch)
+        return self._forward_batch(batch.derive([bodies[k] for k in keep], keep))
+
+    @staticmethod
+    def _kept(batch: EventBatch, keep: list[int]) -> EventBatch | None:
+        if not keep:
+            return None
+        bodies = batch.bodies
+        return batch.derive([bodies[k] for k in keep], keep)
+
 
 class FlatMap(_FnStep):
     """``fn(element)`` returns an iterable; each item is forwarded as a copy of the event with that body.
@@ -104,10 +183,13 @@ class FlatMap(_FnStep):
 
     def _then(self, result: Any, event: Event) -> Awaitable[Any] | None:
         if isinstance(result, str | bytes) or not isinstance(result, Iterable):
-            msg = f"step {self.name!r}: the function must return an iterable, got {type(result).__name__}"
-            raise self._fail(TypeError(msg), event)
+            raise self._fail(self._not_iterable(result), event)
         it = iter(result)
         return self._push_items(it, event)
+
+    def _not_iterable(self, result: Any) -> TypeError:
+        msg = f"step {self.name!r}: the function must return an iterable, got {type(result).__name__}"
+        return TypeError(msg)
 
     def _push_items(self, it: Any, event: Event) -> Awaitable[Any] | None:
         for item in it:
@@ -119,6 +201,32 @@ class FlatMap(_FnStep):
             if r is not None:
                 return self._push_rest(r, it, event)
         return None
+
+    def _do_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Batch lane: expand every body, then hand all items on as one batch (a row's items share its id)."""
+        if not self._body_lane:
+            return super()._do_batch(batch)
+        batch.meta.share_ids()
+        fn = self._fn
+        out: list[Any] = []
+        rows: list[int] = []
+        j = 0
+        try:
+            for body in batch.bodies:
+                result = fn(body)
+                if type(result) not in _PLAIN and hasattr(result, "__await__"):
+                    return self._finish_async(batch, j, result, batch.derive(out, rows) if out else None)
+                if isinstance(result, str | bytes) or not isinstance(result, Iterable):
+                    raise self._not_iterable(result)
+                n = len(out)
+                out.extend(result)
+                rows.extend(repeat(j, len(out) - n))
+                j += 1
+        except Exception as exc:
+            if len(rows) < len(out):  # an iterator failed half-way: its first items were accepted
+                rows.extend(repeat(j, len(out) - len(rows)))
+            return self._fail_batch(exc, batch, j, batch.derive(out, rows) if out else None)
+        return self._forward_batch(batch.derive(out, rows))
 
     async def _push_rest(self, pending: Awaitable[Any], it: Any, event: Event) -> None:
         await pending

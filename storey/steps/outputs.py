@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import copy as _copy
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storey.event import Event
+from storey.flow.batch import NEVER_AWAITABLE as _PLAIN
 from storey.flow.step import Flow
 
+if TYPE_CHECKING:
+    from storey.flow.batch import EventBatch
+
 __all__ = ["Complete", "Reduce"]
-
-
-_PLAIN = frozenset({int, float, str, list, dict, tuple, bool, type(None)})
-"""Result types that are never awaitable (skips the `__await__` lookup on the hot path)."""
 
 
 class Complete(Flow):
@@ -81,6 +81,29 @@ class Reduce(Flow):
         acc = self._fn(self._acc, _copy.copy(event) if self._full_event else event.body)
         if type(acc) not in _PLAIN and hasattr(acc, "__await__"):
             return self._resume(acc, event)
+        self._acc = acc
+        return None
+
+    def _do_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Batch lane: fold the bodies in a tight loop (events are built only for an error or async fn)."""
+        if self._full_event:
+            return super()._do_batch(batch)
+        fn = self._fn
+        acc = self._acc
+        j = 0
+        try:
+            for body in batch.bodies:
+                nxt = fn(acc, body)
+                if type(nxt) not in _PLAIN and hasattr(nxt, "__await__"):
+                    self._acc = acc
+                    ev = batch.event(j)
+                    events = batch.events()
+                    return self._do_each_after(self._resume(nxt, ev), events, j + 1)
+                acc = nxt
+                j += 1
+        except Exception as exc:
+            self._acc = acc
+            raise self._fail(exc, batch.event(j)) from exc
         self._acc = acc
         return None
 
