@@ -6,8 +6,10 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from storey._utils._paths import is_url
 from storey.flow.batch import EventBatch
 from storey.flow.runtime import Run
+from storey.sources._arrow import column_to_pylist
 from storey.sources._csvparse import CSVBatch, CSVParser, check_field
 from storey.sources._reading import dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
@@ -16,6 +18,11 @@ from storey.steps.batching import pop_synonym
 __all__ = ["CSVSource", "ReadCSV"]
 
 _PARSE_BATCH = 1024  # rows parsed at once; events are then handed on in chunks of EVENT_CHUNK
+_FAST_BATCH = 4096  # rows converted to Python values at once on the vectorised path
+VECTORISED = True  # use `storey.frames`' vectorised reader where it applies (tests switch it off)
+#: Local files smaller than this are parsed by the parser alone: the vectorised reader's first use imports
+#: pyarrow and storey.frames (a few tenths of a second), which only pays off from a few MB on.
+VECTORISED_MIN_BYTES = 4 << 20
 
 
 class ReadCSV(ReaderSource):
@@ -121,23 +128,45 @@ class ReadCSV(ReaderSource):
 
     def _events(self) -> Iterator[EventBatch]:
         parser = self._parser()
+        fast = self._vectorised_context(parser)
         build: Callable[[list[Sequence[Any]]], list[Any]] | None = None
         try:
             for path in self._paths:
-                for batch in parser.read(path, self._storage_options):
-                    self.metrics["rows"] = parser.rows
+                if fast is None or _small(path):
+                    read = _parsed(parser, parser.read(path, self._storage_options), 0)
+                else:
+                    read = _vectorised(fast, path)
+                for cols, time_ns, where, lines, rows in read:
+                    self.metrics["rows"] = rows
                     self.metrics["skipped_rows"] = parser.skipped_rows
                     if build is None:
-                        build = self._body_builder(batch)
-                    yield from self._batch_events(batch, parser, build)
+                        build = self._body_builder(parser.names)
+                    yield from self._batch_events(cols, time_ns, where, lines, parser, build)
         finally:
-            self.metrics["rows"] = parser.rows
+            self.metrics["rows"] = max(self.metrics["rows"], parser.rows)
             self.metrics["skipped_rows"] = parser.skipped_rows
 
-    def _body_builder(self, batch: CSVBatch) -> Callable[[list[Sequence[Any]]], list[Any]]:
+    def _vectorised_context(self, parser: CSVParser) -> Any:
+        """The context of `storey.frames`' vectorised reader for `parser`, or ``None`` where it cannot apply.
+
+        That reader (``pyarrow.csv`` plus checks) yields exactly the parser's values and falls back to the
+        parser for any block it cannot prove identical; it needs a header, type inference, ISO datetimes and
+        a time field given by name.
+        """
+        if not (VECTORISED and self._header and self._type_inference and self._timestamp_format is None):
+            return None
+        if self._time_field is not None and not isinstance(self._time_field, str):
+            return None
+        try:
+            from storey.frames import _io_csv
+        except ImportError:  # pragma: no cover - pyarrow is not installed: the parser alone
+            return None
+        return _io_csv._Context(parser, None, [], _FAST_BATCH, self._storage_options, self._time_field)
+
+    def _body_builder(self, names: list[str] | None) -> Callable[[list[Sequence[Any]]], list[Any]]:
         if not self._build_dict:
             return _list_rows
-        names = batch.names or []
+        names = names or []
         dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if dup is not None:
             msg = f"step {self.name!r}: build_dict=True needs unique column names, {dup!r} appears twice"
@@ -145,12 +174,77 @@ class ReadCSV(ReaderSource):
         return dict_rows(names)
 
     def _batch_events(
-        self, batch: CSVBatch, parser: CSVParser, build: Callable[[list[Sequence[Any]]], list[Any]]
+        self,
+        cols: list[Sequence[Any]],
+        time_ns: Sequence[int] | None,
+        path: str,
+        lines: Sequence[int],
+        parser: CSVParser,
+        build: Callable[[list[Sequence[Any]]], list[Any]],
     ) -> Iterator[EventBatch]:
-        cols = batch.columns
         key = None if self._key_field is None else cols[parser.field_index(self._key_field)]
         ids = None if self._id_field is None else cols[parser.field_index(self._id_field)]
-        return event_chunks(build, cols, key, batch.time_ns, batch.path, batch.lines, ids)
+        return event_chunks(build, cols, key, time_ns, path, lines, ids)
+
+
+def _small(path: str) -> bool:
+    """A local file below `VECTORISED_MIN_BYTES` (URLs and unknown sizes count as large)."""
+    if is_url(path):
+        return False
+    try:
+        return os.path.getsize(path) < VECTORISED_MIN_BYTES
+    except OSError:
+        return True  # the parser reports the missing file
+
+
+_Parsed = tuple[list[Sequence[Any]], Sequence[int] | None, str, Sequence[int], int]
+
+
+def _parsed(parser: CSVParser, batches: Iterator[CSVBatch], skip: int) -> Iterator[_Parsed]:
+    """Parser batches as ``(columns, time_ns, path, lines, rows parsed)`` without the first `skip` rows."""
+    for batch in batches:
+        n = len(batch)
+        if skip >= n:
+            skip -= n
+            continue
+        if skip:
+            times = batch.time_ns
+            yield (
+                [c[skip:] for c in batch.columns],
+                None if times is None else times[skip:],
+                batch.path,
+                batch.lines[skip:],
+                parser.rows,
+            )
+            skip = 0
+        else:
+            yield batch.columns, batch.time_ns, batch.path, batch.lines, parser.rows
+
+
+def _vectorised(ctx: Any, path: str) -> Iterator[_Parsed]:
+    """One file through `storey.frames`' vectorised reader while it applies, then through the parser from the
+    first row it did not deliver (the parser gives the very same first rows, so nothing is delivered twice;
+    see `storey.frames._io_csv`)."""
+    from storey.frames import _io_csv
+
+    parser = ctx.parser
+    snapshot = _io_csv._snapshot(parser)
+    start_rows = parser.rows
+    delivered = 0
+    try:
+        for ib in _io_csv._fast_batches(ctx, path):
+            rb = ib.batch
+            names = parser.names or []
+            if len(set(names)) != len(names) or rb.num_columns != len(names):
+                raise _io_csv._Fallback  # duplicate column names: the record batch cannot hold them all
+            cols = [column_to_pylist(rb.column(j)) for j in range(rb.num_columns)]
+            delivered += rb.num_rows
+            times = None if ib.time_ns is None else ib.time_ns.tolist()
+            yield cols, times, path, ib.lines, max(parser.rows, start_rows + delivered)
+        return
+    except _io_csv._Fallback:
+        _io_csv._restore(parser, snapshot)
+    yield from _parsed(parser, parser.read(path, ctx.storage_options), delivered)
 
 
 def _list_rows(columns: list[Sequence[Any]]) -> list[list[Any]]:
