@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
+from time import time_ns as _time_ns
 from typing import Any
 
 from storey._time import UTC, to_datetime, to_ns
@@ -11,6 +12,11 @@ from storey._time import UTC, to_datetime, to_ns
 __all__ = ["Event"]
 
 _now = _dt.datetime.now
+
+
+def _now_ns() -> int:
+    """The current time in epoch ns, truncated to whole µs as `datetime.now` gives it."""
+    return _time_ns() // 1000 * 1000
 
 
 class _LazyId:
@@ -81,9 +87,9 @@ class Event:
     ) -> None:
         self.body = body
         self.key = key
-        if time is None:
-            self._time = _now(UTC)
-            self._time_ns = None
+        if time is None:  # now, kept in ns: the datetime is only built if `time` is read
+            self._time = None
+            self._time_ns = _now_ns()
         elif type(time) is int:
             self._time_ns = to_ns(time)
             self._time = None
