@@ -24,19 +24,30 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
+from operator import length_hint
 from typing import Any
 
 from storey._time import now_ns
 from storey.event import Event, _LazyId
 
-__all__ = ["NEVER_AWAITABLE", "EventBatch"]
+__all__ = ["EventBatch", "last_index"]
 
 _from_ns = Event._from_ns
 
-NEVER_AWAITABLE = frozenset({int, float, str, list, dict, tuple, bool, type(None)})
-"""Result types that are never awaitable (skips the `__await__` lookup on hot paths)."""
+
+def last_index(it: Iterator[Any], items: list[Any]) -> int:
+    """The index of the item a list iterator over `items` gave last (so loops need no counter).
+
+    Examples
+    --------
+    >>> items = ["a", "b", "c"]
+    >>> it = iter(items)
+    >>> next(it), next(it), last_index(it, items)
+    ('a', 'b', 1)
+    """
+    return len(items) - 1 - length_hint(it)
 
 
 class _Rows:

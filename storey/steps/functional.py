@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from storey.errors import FlowError
 from storey.event import Event
-from storey.flow.batch import NEVER_AWAITABLE as _PLAIN
+from storey.flow.batch import last_index
 from storey.flow.step import Flow
 
 if TYPE_CHECKING:
@@ -104,17 +104,22 @@ class Map(_FnStep):
         if not self._body_lane:
             return super()._do_batch(batch)
         fn = self._fn
+        bodies = batch.bodies
         out: list[Any] = []
         append = out.append
-        j = 0
+        it = iter(bodies)
+        checked = None  # the type of the last result, known not to be awaitable
         try:
-            for body in batch.bodies:
+            for body in it:
                 r = fn(body)
-                if type(r) not in _PLAIN and hasattr(r, "__await__"):
-                    return self._finish_async(batch, j, r, batch.derive(out, None) if out else None)
+                if type(r) is not checked:
+                    if hasattr(r, "__await__"):
+                        j = last_index(it, bodies)
+                        return self._finish_async(batch, j, r, batch.derive(out, None) if out else None)
+                    checked = type(r)
                 append(r)
-                j += 1
         except Exception as exc:
+            j = last_index(it, bodies)
             return self._fail_batch(exc, batch, j, batch.derive(out, None) if out else None)
         return self._forward_batch(batch.derive(out, None))
 
@@ -145,15 +150,18 @@ class Filter(_FnStep):
         bodies = batch.bodies
         keep: list[int] = []
         append = keep.append
-        j = 0
+        checked = None  # the type of the last result, known not to be awaitable
+        j = -1
         try:
             for body in bodies:
+                j += 1
                 r = fn(body)
-                if type(r) not in _PLAIN and hasattr(r, "__await__"):
-                    return self._finish_async(batch, j, r, self._kept(batch, keep))
+                if type(r) is not checked:
+                    if hasattr(r, "__await__"):
+                        return self._finish_async(batch, j, r, self._kept(batch, keep))
+                    checked = type(r)
                 if r:
                     append(j)
-                j += 1
         except Exception as exc:
             return self._fail_batch(exc, batch, j, self._kept(batch, keep))
         if len(keep) == len(bodies):
@@ -208,21 +216,24 @@ class FlatMap(_FnStep):
             return super()._do_batch(batch)
         batch.meta.share_ids()
         fn = self._fn
+        bodies = batch.bodies
         out: list[Any] = []
         rows: list[int] = []
-        j = 0
+        it = iter(bodies)
         try:
-            for body in batch.bodies:
+            for body in it:
                 result = fn(body)
-                if type(result) not in _PLAIN and hasattr(result, "__await__"):
-                    return self._finish_async(batch, j, result, batch.derive(out, rows) if out else None)
-                if isinstance(result, str | bytes) or not isinstance(result, Iterable):
-                    raise self._not_iterable(result)
+                if type(result) is not list:
+                    if hasattr(result, "__await__"):
+                        j = last_index(it, bodies)
+                        return self._finish_async(batch, j, result, batch.derive(out, rows) if out else None)
+                    if isinstance(result, str | bytes) or not isinstance(result, Iterable):
+                        raise self._not_iterable(result)
                 n = len(out)
                 out.extend(result)
-                rows.extend(repeat(j, len(out) - n))
-                j += 1
+                rows.extend(repeat(last_index(it, bodies), len(out) - n))
         except Exception as exc:
+            j = last_index(it, bodies)
             if len(rows) < len(out):  # an iterator failed half-way: its first items were accepted
                 rows.extend(repeat(j, len(out) - len(rows)))
             return self._fail_batch(exc, batch, j, batch.derive(out, rows) if out else None)

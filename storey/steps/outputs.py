@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from storey.event import Event
-from storey.flow.batch import NEVER_AWAITABLE as _PLAIN
+from storey.flow.batch import last_index
 from storey.flow.step import Flow
 
 if TYPE_CHECKING:
     from storey.flow.batch import EventBatch
+
+_NEVER_AWAITABLE = frozenset({int, float, str, list, dict, tuple, bool, type(None)})
+"""Result types that are never awaitable (skips the `__await__` lookup on the per-event path)."""
 
 __all__ = ["Complete", "Reduce"]
 
@@ -79,7 +82,7 @@ class Reduce(Flow):
 
     def _do(self, event: Event) -> Awaitable[Any] | None:
         acc = self._fn(self._acc, _copy.copy(event) if self._full_event else event.body)
-        if type(acc) not in _PLAIN and hasattr(acc, "__await__"):
+        if type(acc) not in _NEVER_AWAITABLE and hasattr(acc, "__await__"):
             return self._resume(acc, event)
         self._acc = acc
         return None
@@ -90,20 +93,23 @@ class Reduce(Flow):
             return super()._do_batch(batch)
         fn = self._fn
         acc = self._acc
-        j = 0
+        bodies = batch.bodies
+        it = iter(bodies)
+        checked = None  # the type of the last result, known not to be awaitable
         try:
-            for body in batch.bodies:
+            for body in it:
                 nxt = fn(acc, body)
-                if type(nxt) not in _PLAIN and hasattr(nxt, "__await__"):
-                    self._acc = acc
-                    ev = batch.event(j)
-                    events = batch.events()
-                    return self._do_each_after(self._resume(nxt, ev), events, j + 1)
+                if type(nxt) is not checked:
+                    if hasattr(nxt, "__await__"):
+                        self._acc = acc
+                        j = last_index(it, bodies)
+                        events = batch.events()
+                        return self._do_each_after(self._resume(nxt, events[j]), events, j + 1)
+                    checked = type(nxt)
                 acc = nxt
-                j += 1
         except Exception as exc:
             self._acc = acc
-            raise self._fail(exc, batch.event(j)) from exc
+            raise self._fail(exc, batch.event(last_index(it, bodies))) from exc
         self._acc = acc
         return None
 

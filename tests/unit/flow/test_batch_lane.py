@@ -308,3 +308,30 @@ def test_event_batch_builds_the_events_of_make_events():
     assert derived.event(0).id == derived.event(1).id == "i4"
     d2 = batch.derive(["u", "w"], [0, 0])
     assert d2.event(0).id == d2.event(1).id != batch.derive(["q"], [2]).event(0).id
+
+
+@pytest.mark.parametrize("per_event", [False, True])
+def test_flatmap_iterator_failing_half_way_delivers_its_first_items(tmp_path, per_event):
+    rows = [("a", v) for v in range(300)]
+    make_source, origin = write_source("parquet", rows, tmp_path, "data")
+
+    def expand(b):
+        yield b["v"]
+        if b["v"] == 270:
+            raise Bad("270")
+        yield -b["v"]
+
+    sink = []
+    graph = [
+        make_source(),
+        FlatMap(expand, name="expand"),
+        Map(lambda e: sink.append((e.body, e.id)) or e, full_event=True),
+    ]
+    if per_event:
+        graph.insert(1, [Reduce(None, lambda a, _: None)])
+    with pytest.raises(FlowError) as info:
+        build_flow(graph).run().await_termination()
+    assert info.value.step == "expand"
+    assert f"line/row {origin(270)[1]})" in str(info.value)
+    assert [b for b, _ in sink] == [x for v in range(270) for x in (v, -v)] + [270]
+    assert sink[-1][1] == info.value.event_id  # the failing row's first item carried the row's id
