@@ -9,6 +9,13 @@ calls, and only the steps that really wait pay for coroutines.
 Errors: a synchronous exception raised by an outlet's ``_do`` is wrapped by the caller's `_forward` into a
 `FlowError` naming that outlet; a step that returns its own coroutine wraps its own exceptions with
 `_fail`. A `FlowError` is never wrapped twice.
+
+Batch lane: reader sources hand the runtime `EventBatch`es; ``_do_batch(batch)`` / ``_forward_batch(batch)``
+mirror ``_do``/``_forward`` for whole chunks of rows. The default ``_do_batch`` builds the events and calls
+``_do`` on each, so every step works unchanged; steps that can work on bodies override it (they raise their
+own `FlowError` after forwarding the rows accepted before the failing one, `_fail_batch`). A batch reaches
+only a single outlet whole; a fan-out goes per event. A step may thus see rows 0..k before the next step sees
+row 0: only side effects shared between steps can tell (docs/streaming.md).
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 
 Sync and async user functions are handled by the same code: a result that is awaitable is awaited, and only
 then does the step pay for a coroutine.
+
+Batch lane (`storey.flow.batch`): behind a reader source, `Map`, `Filter` and `FlatMap` with
+``full_event=False`` call their function on every body of a chunk of rows before the next step sees the
+chunk. Outputs, ids, origins and errors are those of the per-event path; only the interleaving of calls
+between steps differs, which side effects shared between steps can observe (see docs/streaming.md, "The
+batch lane of reader sources").
 """
 
 from __future__ import annotations

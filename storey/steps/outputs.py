@@ -53,7 +53,9 @@ class Complete(Flow):
 class Reduce(Flow):
     """Fold every element into an accumulator; the termination result is the accumulator. Terminal.
 
-    Each run starts from ``copy.deepcopy(initial_value)``; `fn` may be async.
+    Each run starts from ``copy.deepcopy(initial_value)``; `fn` may be async. Behind a reader source, a sync
+    `fn` with ``full_event=False`` folds whole chunks of rows (the batch lane, see `storey.flow.batch`); on a
+    failure the accumulator holds the rows before the failing one, as on the per-event path.
 
     Examples
     --------
