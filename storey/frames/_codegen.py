@@ -483,8 +483,69 @@ def grouped(n, order, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip
     ctr[{C_POS}] = pos
     ctr[{C_SKIPPED}] += skipped
 """
-        body = "\n\n".join(x.strip("\n") for x in (_COMMON, add_fn, eval_fn, has_fn, grouped))
+        parts = (_COMMON, add_fn, eval_fn, has_fn, grouped, self.asof_source())
+        body = "\n\n".join(x.strip("\n") for x in parts)
         return _module(body, f"aggregator shape {self.key!r}")
+
+    def asof_source(self) -> str:
+        """``asof``: point-in-time features (§8.5) of labels sorted by ``(key, q)`` from events sorted by
+        ``(key, tile)`` in input order within a tile, one key at a time in state slot 0.
+
+        Per label, the key's whole tiles before ``tile(q)`` are added (once: later labels reuse them), then
+        the events of ``tile(q)`` with time ``≤ q`` (``< q`` unless `inclusive`), in input order, as a partial
+        newest tile; the label is the canonical evaluation as of ``tile(q)`` and the partial tile is dropped
+        again (it is rebuilt, complete, when a later label needs it).
+        """
+        shared = {x: x for x in ("hd", "pk", "wi", "wf", "ci", "cf", "ip", "fp", "oi", "of", "kid", "t", "j")}
+        shared.update({"tops": "tops", "a": "a", "k": "kt", "v": "v"})
+        add_inline = indent(localize(self.add_body(), "add", shared), 4)
+        eval_inline = indent(localize(self.eval_body(), "ev", {**shared, "k": "kq"}), 2)
+        return f"""
+def asof(ek, et, etk, ev, lk, lq, ltk, lrow, inclusive, h0, m0, hd, pk, wi, wf, ci, cf, ip, fp, oi, of, tops,
+         a, maxseg, ctr):
+    ne = len(ek)
+    e = 0
+    cur = -1
+    kid = 0
+    ctr[{C_STATUS}] = {DONE}
+    for x in range(len(lk)):
+        lab = lk[x]
+        q = lq[x]
+        kq = ltk[x]
+        j = lrow[x]
+        if lab != cur:
+            cur = lab
+            hd[0, {H_}] = h0
+            hd[0, {M_}] = m0
+            hd[0, {START_}] = 0
+            hd[0, {LEN_}] = 0
+            for w in range({self.n_windows}):
+                ci[0, w, {CI_VALID}] = 0
+            while e < ne and ek[e] < lab:
+                e += 1
+        partial = False
+        y = e
+        while y < ne and ek[y] == lab and etk[y] <= kq:
+            t = et[y]
+            kt = etk[y]
+            whole = kt < kq
+            if whole or t < q or (inclusive and t == q):
+                if tops[a, 0] + maxseg > pk.shape[0]:
+                    ctr[{C_STATUS}] = {NEED_POOL}
+                    return
+                if t > hd[0, {H_}]:
+                    hd[0, {H_}] = t
+                    hd[0, {M_}] = kt
+                v = ev[y]
+{add_inline}
+                partial = not whole
+            y += 1
+            if kt < kq:
+                e = y
+{eval_inline}
+        if partial:
+            hd[0, {LEN_}] -= 1
+"""
 
 
 def _module(body: str, what: str) -> str:

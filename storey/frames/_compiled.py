@@ -38,8 +38,17 @@ def compiled_available(layout: StepLayout) -> bool:
     return all(cg.AggShape(p).fusable for p in layout.plans)
 
 
+_MODULES: dict[tuple[Any, ...], Any] = {}
+
+
 def _shape_module(shape: cg.AggShape) -> Any:
-    return load_generated_module(shape.module_source(), "storey_frames_agg")
+    """The generated module of a shape (its source depends only on the shape's key and tile fields; generated
+    once per process)."""
+    key = (shape.key, shape.row_fields)
+    module = _MODULES.get(key)
+    if module is None:
+        module = _MODULES[key] = load_generated_module(shape.module_source(), "storey_frames_agg")
+    return module
 
 
 _POOL: Any = None

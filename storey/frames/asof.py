@@ -144,8 +144,10 @@ def as_of(
         label_tables.append(pa.Table.from_batches([ib.batch]))
     lk = np.concatenate(label_kids) if label_kids else np.empty(0, dtype=np.int64)
     lq = np.concatenate(label_times) if label_times else np.empty(0, dtype=np.int64)
-    features = _evaluate(plans, events, lk, lq, len(keys), inclusive)
-    columns = _feature_columns(plans, aggs, features)
+    if _compiled_plans(plans):
+        columns = _evaluate_compiled(plans, events, lk, lq, inclusive)
+    else:
+        columns = _feature_columns(plans, aggs, _evaluate(plans, events, lk, lq, len(keys), inclusive))
     if label_tables:
         out = pa.concat_tables(label_tables, promote_options="permissive")
     else:
@@ -164,6 +166,110 @@ def as_of(
             sink.write(out)
         return {**metrics, "rows_out": out.num_rows}
     return out
+
+
+#: Use the compiled label loop when numba is available (tests switch it off to compare the two paths).
+USE_COMPILED = True
+
+
+def _compiled_plans(plans: list[AggregatorPlan]) -> bool:
+    """Whether every aggregator can run the generated ``asof`` loop (numba importable, template kernels, no
+    `LastClosedWindow` reads: the generated evaluation reads the window that holds the label)."""
+    from storey.aggregations.kernels.base import _numba_enabled
+    from storey.frames._codegen import AggShape
+
+    if not USE_COMPILED or not _numba_enabled():
+        return False
+    for p in plans:
+        if p.window_type == "fixed" and p.fixed_window_type is FixedWindowType.LastClosedWindow:
+            return False
+    return all(AggShape(p).fusable for p in plans)
+
+
+def _evaluate_compiled(
+    plans: list[AggregatorPlan],
+    events: dict[str, Any],
+    lk: np.ndarray,
+    lq: np.ndarray,
+    inclusive: bool,
+) -> dict[str, Any]:
+    """The feature columns of every label, by the generated ``asof`` loop of each aggregator.
+
+    Per aggregator, its counted events are ordered by ``(key, tile)`` (input order within a tile, a stable
+    sort) and the labels by ``(key, q)``; the loop then walks both once (see `AggShape.asof_source`).
+    """
+    from storey.frames import _codegen as cg
+    from storey.frames._compiled import _AggState, _map, _shape_module
+    from storey.frames._output import features_array
+
+    lab_order = np.lexsort((lq, lk))
+    lk_s = np.ascontiguousarray(lk[lab_order])
+    lq_s = np.ascontiguousarray(lq[lab_order])
+    n_labels = len(lk)
+
+    def run_one(a: int) -> list[tuple[str, Any]]:
+        plan = plans[a]
+        shape = cg.AggShape(plan)
+        module = _shape_module(shape)
+        P = np.int64(plan.period_ns)
+        rows = np.flatnonzero(events["used"][a])
+        ek = events["kids"][rows]
+        et = events["times"][rows]
+        etk = et // P
+        order = _key_tile_order(ek, etk)
+        st = _AggState(shape, 1, 0)
+        st.grow_pool(4 * st.maxseg)
+        tops = np.full((1, 1 + cg.N_SIZE_CLASSES), -1, dtype=np.int64)
+        tops[0, 0] = 0
+        oi = np.empty((len(shape.int_out), n_labels), dtype=np.int64)
+        of = np.empty((len(shape.float_out), n_labels), dtype=np.float64)
+        ctr = np.zeros(cg.N_CTR, dtype=np.int64)
+        ev = events["values"][a][rows]
+        module.asof(
+            ek[order], et[order], etk[order], ev[order], lk_s, lq_s, lq_s // P, lab_order, inclusive,
+            st.hd[0, cg.H_], st.hd[0, cg.M_], st.hd, st.pk, st.wi, st.wf, st.ci, st.cf, st.ip, st.fp,
+            oi, of, tops, 0, st.maxseg, ctr,
+        )  # fmt: skip
+        if int(ctr[cg.C_STATUS]) != cg.DONE:  # pragma: no cover - the pool holds one key's largest segment
+            msg = f"{_WHERE}: internal error: the tile pool of aggregator {plan.name!r} is too small"
+            raise RuntimeError(msg)
+        out = []
+        f = 0
+        for ja in range(len(shape.aggregations)):
+            for w in range(shape.n_windows):
+                if (ja, w) in shape.int_out:
+                    values = oi[shape.int_out.index((ja, w))]
+                else:
+                    values = of[shape.float_out.index((ja, w))]
+                out.append((plan.feature_names[f], features_array(values, None)))
+                f += 1
+        return out
+
+    columns: dict[str, Any] = {}
+    for part in _map(run_one, list(range(len(plans))), n_labels + len(events["kids"])):
+        columns.update(part)
+    return columns
+
+
+def _key_tile_order(kids: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """Row order by ``(key, tile)``, input order within a ``(key, tile)`` (a stable sort).
+
+    Events usually arrive in time order: a stable sort by key alone (a radix sort for up to 65 536 keys) is
+    then already in tile order within each key; only when it is not is the two-key sort needed.
+    """
+    if len(kids) and int(kids.max()) < 1 << 16:
+        order = np.argsort(kids.astype(np.uint16), kind="stable")
+    else:
+        order = np.argsort(kids, kind="stable")
+    k = kids[order]
+    t = tiles[order]
+    if not bool(np.any((t[1:] < t[:-1]) & (k[1:] == k[:-1]))):
+        return order
+    lo = int(t.min())
+    span = int(t.max()) - lo + 1
+    if int(k[-1]) < (2**62) // span:  # nearly sorted composite keys: timsort runs, close to one pass
+        return order[np.argsort(k * np.int64(span) + (t - np.int64(lo)), kind="stable")]
+    return np.lexsort((tiles, kids))
 
 
 def _column_filter(agg: FieldAggregator) -> bool:
