@@ -175,6 +175,7 @@ class _Entry:
         "last_event",
         "last_event_dirty",
         "loading",
+        "marked",
         "record",
         "replaced",
         "states",
@@ -195,6 +196,9 @@ class _Entry:
         self.last_event_dirty = False
         self.tail: asyncio.Task[None] | None = None  # the latest write of this key
         self.enc: str | None = None  # the encoded key, computed once
+        # the names of the last `mark_states_dirty`, while they, the last event and the key are all still
+        # marked dirty (so the next call for the same names only records the event); None otherwise
+        self.marked: Sequence[str] | None = None
 
     def is_dirty(self) -> bool:
         return bool(self.dirty_attrs or self.dirty_states or self.last_event_dirty)
@@ -484,20 +488,23 @@ class Table:
         The per-event path of `AggregateByKey`. `event` is the `Event` applied last (its id is read only
         when the key is written, so ids need not be drawn for events that are never persisted last).
         """
-        ck = _cache_key(key)
+        ck = key if type(key) is not list else _cache_key(key)
         if ck is None:
             return
         entry = self._entries.get(ck)
         if entry is None:
             msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
             raise KeyError(msg)
+        entry.last_event = (event, event_time_ns)
+        if entry.marked is names:  # O(1) per event while the key stays dirty
+            return
         dirty = entry.dirty_states
         for name in names:
             dirty[name] = None
-        entry.last_event = (event, event_time_ns)
         entry.last_event_dirty = True
         if ck not in self._dirty:
             self._mark_dirty(ck, entry)
+        entry.marked = names
 
     def states(self, name: str) -> list[tuple[Hashable, Any]]:
         """``(key, state)`` for every key holding a live state of aggregator ``name``, in first-use order."""
@@ -561,6 +568,7 @@ class Table:
             entry.dirty_attrs.clear()
             entry.dirty_states.clear()
             entry.last_event_dirty = False
+            entry.marked = None
             return
         self._dirty[ck] = None
         if self.flush_interval_secs is not None and self._background is None:
@@ -690,6 +698,7 @@ class Table:
         entry.dirty_attrs = {}
         entry.dirty_states = {}
         entry.last_event_dirty = False
+        entry.marked = None
         self._dirty.pop(ck, None)
         return record
 

@@ -400,7 +400,7 @@ def br(b, HDR, W, lo, hi, x):
             lo = mid + 1
     return lo
 """
-        body = self._add_source() + "\n" + self._evaluate_source() + "\n" + helpers
+        body = self._add_source() + "\n" + self._evaluate_source() + "\n" + helpers + _steps_source()
         body = "\n".join(line.rstrip() for line in body.splitlines() if line.strip()) + "\n"
         body = ("\n" + body).replace("\ndef ", "\n\n\n@njit\ndef ")
         kernels = ", ".join(k.name for k in self.kernels)
@@ -421,6 +421,73 @@ def br(b, HDR, W, lo, hi, x):
 
             self.functions = load_generated_module(self.source, "storey_state")
         return self.functions
+
+
+MAX_FUSED = 6
+"""`AggregateByKey` steps with up to this many compiled aggregators make one numba call per event."""
+# a fused step's parameters ``prm``: row i holds aggregator i's ``ip``, then from column ``prm[0, -1]`` on:
+# P, NRET, OUT, features, first output word of its ints, of its floats, then per feature 1 when it is an int
+SP_P, SP_NRET, SP_OUT, SP_NF, SP_IO, SP_FO, SP_KINDS = range(7)
+
+
+def _steps_source() -> str:
+    """``step1`` … ``step<MAX_FUSED>``: one event of a step's aggregators (`storey.aggregations._step_fused`).
+
+    Aggregator ``i`` has the state buffer ``b<i>``, the parameters ``prm[i]``, ``M<i>`` (its ``tile(H)``,
+    already advanced to the event) and the mode ``(modes >> 2i) & 3``: 0 nothing (too late), 1 evaluate as
+    of ``t``, 2 add ``v<i>`` then evaluate. Results go to the words of ``out`` given in ``prm[i]`` (floats
+    as their bits). Returns the bit mask of the aggregators whose buffer must grow first (nothing done for
+    them).
+    """
+    out = [
+        f"""
+def step_one(b, prm, i, out, t, M, m, v):
+    \"\"\"One aggregator of a fused step: `add` (mode 2) then `evaluate`, results copied out.\"\"\"
+    ip = prm[i]
+    s = prm[0, prm.shape[1] - 1]
+    k = t // ip[s + {SP_P}]
+    if m == 2:
+        if add(b, k, v, t, M - ip[s + {SP_NRET}], ip):
+            return 1
+    evaluate(b, k, ip)
+    o = ip[s + {SP_OUT}]
+    io = ip[s + {SP_IO}]
+    fo = ip[s + {SP_FO}]
+    f = b.view(np.float64)
+    of = out.view(np.float64)
+    for j in range(ip[s + {SP_NF}]):
+        if ip[s + {SP_KINDS} + j] != 0:
+            out[io] = b[o + j]
+            io += 1
+        else:
+            of[fo] = f[o + j]
+            fo += 1
+    return 0
+"""
+    ]
+    for n in range(1, MAX_FUSED + 1):
+        each = range(n)
+        args = ", ".join(
+            [
+                *(f"b{i}" for i in each),
+                "prm",
+                "out",
+                "t",
+                *(f"M{i}" for i in each),
+                "modes",
+                *(f"v{i}" for i in each),
+            ]
+        )
+        lines = [f"def step{n}({args}):", "    grow = 0"]
+        for i in each:
+            lines += [
+                f"    m = (modes >> {2 * i}) & 3",
+                f"    if m != 0 and step_one(b{i}, prm, {i}, out, t, M{i}, m, v{i}):",
+                f"        grow |= {1 << i}",
+            ]
+        lines.append("    return grow")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 _MODULES: dict[tuple[tuple[str, ...], tuple[str, ...]], _Module] = {}
@@ -473,6 +540,8 @@ class CompiledKeyState(KeyState):
     _CACHES: ClassVar[tuple[int, int]]  # [first, stop) words of the window caches
     _OUT: ClassVar[tuple[int, int, bool, bool]]  # result words [first, stop), float view?, int view?
     _FIELDS: ClassVar[tuple[tuple[int, bool], ...]]  # per row field: (column in a row, is int)
+    _KINDS: ClassVar[tuple[bool, ...]]  # per feature: whether it is an int
+    _MODULE: ClassVar[_Module]  # the generated module the numba functions come from
 
     def __init__(self, H: int = NO_TIME) -> None:
         self.H = H
@@ -686,6 +755,8 @@ def compiled_state_class(plan: Any, attrs: dict[str, Any]) -> type[CompiledKeySt
             "_CACHES": (CB, OUT),
             "_OUT": (OUT, HDR, not all(kinds), any(kinds)),
             "_FIELDS": fields,
+            "_KINDS": tuple(kinds),
+            "_MODULE": module,
             "methods_source": source,
         }
     )

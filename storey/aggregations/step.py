@@ -252,7 +252,8 @@ class AggregateByKey(Flow):
         self.table = self._resolve_table(self._table_spec)
         run.add_closeable(self.table)
         self.metrics = {"events": 0, "late_events": 0, "skipped_values": 0}
-        self._states: dict[Any, list[KeyState]] = {}
+        self._states: dict[Any, list[KeyState] | tuple[KeyState, ...]] = {}
+        self.__dict__.pop("_do", None)  # the fused path of a previous run
 
     async def _start(self) -> None:
         doc = await self.table.load_schema()
@@ -268,6 +269,17 @@ class AggregateByKey(Flow):
         self._emitter = Emitter(self.emit_policy, aggs)
         self._every = isinstance(self.emit_policy, EmitEveryEvent)
         self._slots = list(zip(self._readers, self._filters, strict=True))
+        self._timed = self._emitter.timed
+        # EmitEveryEvent over compiled states: one numba call per event (same bits; see _step_fused)
+        self._fused: Any = None
+        if self._every:
+            from storey.aggregations._step_fused import fused_apply
+
+            self._fused = fused_apply(self)
+        self._apply_event = self._apply
+        if self._fused is not None:
+            self._apply_event = self._fused.apply
+            self._do = self._fused.do  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------------------------ per event
     def _do(self, event: Event) -> Awaitable[Any] | None:
@@ -277,27 +289,43 @@ class AggregateByKey(Flow):
         t = self._time(event)
         states = self._states.get(key)
         if states is None:
-            try:
-                hash(key)
-            except TypeError:
-                msg = f"step {self.name!r}: key {key!r} of event {event.id!r} is not hashable"
-                raise TypeError(msg) from None
-            states = self._live_states(key)
-            if states is None:
-                return self._after_load(event, key, t)
+            return self._do_first(event, key, t)
         return self._process(event, key, t, states)
 
-    def _live_states(self, key: Any) -> list[KeyState] | None:
+    def _do_first(self, event: Event, key: Any, t: int) -> Awaitable[Any] | None:
+        """`_do` for a key without cached states: check the key, find or load its states."""
+        try:
+            hash(key)
+        except TypeError:
+            msg = f"step {self.name!r}: key {key!r} of event {event.id!r} is not hashable"
+            raise TypeError(msg) from None
+        states = self._live_states(key)
+        if states is None:
+            return self._after_load(event, key, t)
+        return self._process(event, key, t, states)
+
+    def _live_states(self, key: Any) -> list[KeyState] | tuple[KeyState, ...] | None:
         table = self.table
         found = [table.get_state(key, name) for name in self._names]
         if all(s is not None for s in found):
-            self._states[key] = found  # type: ignore[assignment]
-            return found  # type: ignore[return-value]
+            return self._keep(key, found)  # type: ignore[arg-type]
         if key is None:
             return self._install(key, {})
         return None
 
-    def _install(self, key: Any, record: Mapping[str, Any]) -> list[KeyState]:
+    def _keep(self, key: Any, states: list[KeyState]) -> list[KeyState] | tuple[KeyState, ...]:
+        """Cache the key's states: a tuple when the fused path can run them (all of the plans' classes)."""
+        fused = self._fused
+        if fused is not None and all(
+            type(st) is cls for st, cls in zip(states, fused.state_classes, strict=True)
+        ):
+            kept: list[KeyState] | tuple[KeyState, ...] = tuple(states)
+        else:
+            kept = states
+        self._states[key] = kept
+        return kept
+
+    def _install(self, key: Any, record: Mapping[str, Any]) -> list[KeyState] | tuple[KeyState, ...]:
         from storey.aggregations.blob import decode_state
         from storey.aggregations.naming import state_attribute
 
@@ -310,8 +338,7 @@ class AggregateByKey(Flow):
                 st = plan.new_state() if blob is None else decode_state(plan, blob)
                 table.set_state(key, name, st)
             states.append(st)
-        self._states[key] = states
-        return states
+        return self._keep(key, states)
 
     async def _after_load(self, event: Event, key: Any, t: int) -> None:
         try:
@@ -326,21 +353,20 @@ class AggregateByKey(Flow):
             await r
 
     def _process(self, event: Event, key: Any, t: int, states: list[KeyState]) -> Awaitable[Any] | None:
-        emitter = self._emitter
-        if emitter.timed:
-            due = emitter.advance(t)
+        if self._timed:
+            due = self._emitter.advance(t)
             if due:
                 r = self._fire(due)
                 if r is not None:
                     return self._apply_after(r, event, key, t, states)
-        return self._apply(event, key, t, states)
+        return self._apply_event(event, key, t, states)
 
     async def _apply_after(
         self, pending: Awaitable[Any], event: Event, key: Any, t: int, states: list[KeyState]
     ) -> None:
         await pending
         try:
-            r = self._apply(event, key, t, states)
+            r = self._apply_event(event, key, t, states)
         except FlowError:
             raise
         except Exception as exc:

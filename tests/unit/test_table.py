@@ -15,6 +15,7 @@ import pytest
 
 from storey.drivers import Driver, NoopDriver
 from storey.errors import StoreyError
+from storey.event import Event
 from storey.table import LAST_EVENT_ID, LAST_EVENT_TIME_NS, STATE_PREFIX, Table, encode_key
 
 
@@ -616,3 +617,40 @@ async def test_tables_sharing_a_driver_share_data() -> None:
     await one.close()
     await two.persist_key("k", {"b": 2})  # driver closed by `one`, reopened lazily
     assert await driver.load_key("t", "k") == {"a": 1, "b": 2}
+
+
+async def test_mark_states_dirty_stays_o1_and_marks_again_after_each_write() -> None:
+    """Repeated marks of the same names only record the event; after a write (or a failed write) the next
+    mark makes the key dirty again with every state and the latest event."""
+    spy = Spy()
+    table = Table("t", spy)
+    names = ("a", "b")
+    states = {name: State(0) for name in names}
+    for name, state in states.items():
+        table.set_state("k", name, state)
+
+    def Ev(i: int) -> Event:
+        return Event({}, id=f"e{i}")
+
+    for i in range(3):
+        states["a"].n += 1
+        table.mark_states_dirty("k", names, Ev(i), i)
+    assert table.dirty_keys() == ["k"] and await table.last_applied("k") == ("e2", 2)
+    await table.flush()
+    assert not table.is_dirty("k")
+    table.mark_states_dirty("k", names, Ev(3), 3)
+    assert table.dirty_keys() == ["k"]
+    spy.fail_saves = 1
+    with pytest.raises(StoreyError):
+        await table.flush()
+    assert table.is_dirty("k")
+    table.mark_states_dirty("k", names, Ev(4), 4)
+    await table.flush()
+    written = [record for _, record in _records(spy.saves()[-1])]
+    want = {STATE_PREFIX + "a": State(3).encode(), STATE_PREFIX + "b": State(0).encode()}
+    assert written == [{**want, LAST_EVENT_ID: "e4", LAST_EVENT_TIME_NS: 4}]
+    assert [record for _, record in _records(spy.saves()[0])] == [
+        {**want, LAST_EVENT_ID: "e2", LAST_EVENT_TIME_NS: 2}
+    ]
+    table.mark_states_dirty(None, names, Ev(5), 5)  # the None key: never dirty
+    assert not table.is_dirty(None)
