@@ -51,3 +51,41 @@ def test_closing_early_stops_the_producer():
     gen.close()
     assert log[-1] == "closed"
     assert len(log) <= 3 + 2 + 2  # taken, queued, and at most one in hand
+
+
+def _failing_flow(source):
+    from storey import FlowError, Reduce, build_flow
+
+    def add(acc, body):
+        if acc == 15:
+            raise Boom("15")
+        return acc + 1
+
+    with pytest.raises(FlowError):
+        build_flow([source, Reduce(0, add)]).run().await_termination()
+    assert not [t for t in threading.enumerate() if t.name == "storey-prefetch"]
+
+
+def test_a_failed_flow_stops_the_parquet_decoder(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storey import ReadParquet
+
+    path = str(tmp_path / "a.parquet")
+    pq.write_table(pa.table({"v": list(range(1000))}), path, row_group_size=10)
+    _failing_flow(ReadParquet(path, batch_size=10))
+
+
+def test_a_failed_flow_stops_the_csv_reader(tmp_path, monkeypatch):
+    import storey.sources.csv as csv_source
+    from storey import ReadCSV
+    from storey.frames import _io_csv
+
+    monkeypatch.setattr(csv_source, "VECTORISED_MIN_BYTES", 0)
+    monkeypatch.setattr(csv_source, "_FAST_BATCH", 4)
+    monkeypatch.setattr(_io_csv, "_BLOCK", 50)
+    monkeypatch.setattr(_io_csv, "_HEADER_MAX", 16)
+    path = tmp_path / "a.csv"
+    path.write_text("v,w\n" + "".join(f"{i},{i / 2}\n" for i in range(1000)), encoding="utf-8")
+    _failing_flow(ReadCSV(str(path), header=True))
