@@ -25,7 +25,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from copy import copy
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from storey.errors import FlowError
 from storey.event import Event
@@ -48,6 +48,13 @@ def _keep_first(acc: Any, nxt: Any) -> Any:
 
 async def _raise_after(pending: Awaitable[Any], err: FlowError, cause: BaseException) -> None:
     await pending
+    _raise(err, cause)
+
+
+def _raise(err: FlowError, cause: BaseException) -> NoReturn:
+    """Raise `err` for `cause`; a `FlowError` raised by user code goes on as it is."""
+    if err is cause:
+        raise err
     raise err from cause
 
 
@@ -256,7 +263,7 @@ class Flow:
         err = self._fail(exc, batch.event(j))
         r = None if accepted is None else self._forward_batch(accepted)
         if r is None:
-            raise err from exc
+            _raise(err, exc)
         return _raise_after(r, err, exc)
 
     def _forward_many(self, event: Event, start: int) -> Awaitable[Any] | None:

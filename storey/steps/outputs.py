@@ -111,7 +111,10 @@ class Reduce(Flow):
                 acc = nxt
         except Exception as exc:
             self._acc = acc
-            raise self._fail(exc, batch.event(last_index(it, bodies))) from exc
+            err = self._fail(exc, batch.event(last_index(it, bodies)))
+            if err is exc:  # a FlowError raised by the function goes on as it is
+                raise
+            raise err from exc
         self._acc = acc
         return None
 

@@ -335,3 +335,25 @@ def test_flatmap_iterator_failing_half_way_delivers_its_first_items(tmp_path, pe
     assert f"line/row {origin(270)[1]})" in str(info.value)
     assert [b for b, _ in sink] == [x for v in range(270) for x in (v, -v)] + [270]
     assert sink[-1][1] == info.value.event_id  # the failing row's first item carried the row's id
+
+
+@pytest.mark.parametrize("where", ["map", "reduce"])
+@pytest.mark.parametrize("per_event", [False, True])
+def test_a_flow_error_raised_by_a_function_goes_on_unchanged(tmp_path, where, per_event):
+    rows = make_rows(50, 3)
+    make_source, _ = write_source("df", rows, tmp_path, "data")
+    raised = FlowError("mine", step="user", event_id=None)
+
+    def fn(*args):
+        if args[-1]["v"] == rows[20][1]:
+            raise raised
+        return args[0] if where == "reduce" else args[-1]
+
+    steps = [Map(fn), Reduce(0, lambda a, _: a + 1)] if where == "map" else [Reduce(0, fn)]
+    graph = [make_source(), *steps]
+    if per_event:
+        graph.insert(1, [Reduce(None, lambda a, _: None)])
+    with pytest.raises(FlowError) as info:
+        build_flow(graph).run().await_termination()
+    assert info.value is raised
+    assert raised.__cause__ is None
