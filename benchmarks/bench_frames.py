@@ -12,7 +12,9 @@ Measured, each in a fresh subprocess (end to end: read + compute + materialise; 
 - upstream storey's streaming ``AggregateByKey`` (own virtualenv) on the first ``--upstream-n`` events;
 - a parity check: ``check_parity`` (the real streaming flow vs frames) on the first ``--parity-n`` events of
   the 1 M file, bit for bit;
-- a ``--big-n`` (10 M) row Parquet backfill streamed to Parquet with ``output=``, with its peak RSS.
+- a ``--big-n`` (10 M) row Parquet backfill streamed to Parquet with ``output=``, with its peak RSS;
+- ``as_of`` for ``--labels`` labels at random events' own (key, time): the compiled label loop next to the
+  Python one, their outputs compared bit for bit.
 
 Usage::
 
@@ -59,14 +61,11 @@ def _peak_rss_mb() -> float:
 
 
 # ----------------------------------------------------------------------------------------- child processes
-def _child_frames(path: str, output: str | None) -> dict[str, Any]:
+def _tiny_events() -> Any:
+    """One event of the workload's schema (to load the compiled code before a clock starts)."""
     import pyarrow as pa
 
-    from storey.frames import aggregate
-
-    aggs = readme_aggregates()
-    # load the compiled engine (numba's on-disk cache) before the clock starts, as imports are for the peers
-    tiny = pa.table(
+    return pa.table(
         {
             "key": ["a"],
             "time": pa.array([0], pa.timestamp("ns", "UTC")),
@@ -75,7 +74,14 @@ def _child_frames(path: str, output: str | None) -> dict[str, Any]:
             "activity_status": ["fail"],
         }
     )
-    aggregate(tiny, aggs, key="key", time_field="time")
+
+
+def _child_frames(path: str, output: str | None) -> dict[str, Any]:
+    from storey.frames import aggregate
+
+    aggs = readme_aggregates()
+    # load the compiled engine (numba's on-disk cache) before the clock starts, as imports are for the peers
+    aggregate(_tiny_events(), aggs, key="key", time_field="time")
     rss_before = _peak_rss_mb()
     t0 = time.perf_counter()
     result = aggregate(path, aggs, key="key", time_field="time", output=output)
@@ -118,6 +124,51 @@ def _child_parity(path: str, n: int) -> dict[str, Any]:
     }
 
 
+def _asof_labels(path: str, n_labels: int) -> Any:
+    """`n_labels` labels at the (key, time) of random events of `path` (seed 1), in time order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys_times = pq.read_table(path, columns=["key", "time"])
+    rows = np.sort(np.random.default_rng(1).choice(keys_times.num_rows, n_labels, replace=False))
+    return keys_times.take(pa.array(rows))
+
+
+def _child_asof(path: str, n_labels: int) -> dict[str, Any]:
+    """`as_of` for labels at random events' own (key, time): the compiled label loop, then the Python one,
+    compared bit for bit."""
+    import numpy as np
+
+    from storey.frames import as_of
+    from storey.frames import asof as asof_module
+
+    aggs = readme_aggregates()
+    labels = _asof_labels(path, n_labels)
+    as_of(labels.slice(0, 10), path, aggs, key="key", time_field="time")  # load code and readers first
+    out: dict[str, Any] = {"labels": n_labels}
+    tables = {}
+    for mode in ("compiled", "python"):
+        asof_module.USE_COMPILED = mode == "compiled"
+        t0 = time.perf_counter()
+        tables[mode] = as_of(labels, path, aggs, key="key", time_field="time")
+        seconds = time.perf_counter() - t0
+        rows = json.loads(tables[mode].schema.metadata[b"storey.metrics"])["events"]
+        out[mode] = {"seconds": round(seconds, 3), "events_per_s": round(rows / seconds, 1),
+                     "labels_per_s": round(n_labels / seconds, 1)}  # fmt: skip
+    out["rows"] = rows
+    diff = 0
+    for name in tables["compiled"].schema.names[2:]:
+        a = tables["compiled"].column(name).to_numpy(zero_copy_only=False)
+        b = tables["python"].column(name).to_numpy(zero_copy_only=False)
+        if a.dtype == np.float64:
+            a, b = (np.where(np.isnan(x), np.nan, x).view(np.uint64) for x in (a, b))
+        diff += int(np.count_nonzero(a != b))
+    out["mismatching_cells"] = diff
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return out
+
+
 def _run_child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_frames", "_child", *args]
     proc = subprocess.run(cmd, cwd=REPO_DIR, env=env or dict(os.environ), capture_output=True, text=True)
@@ -156,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         kind = argv[1]
         if kind == "frames":
             out = _child_frames(argv[2], None if argv[3] == "-" else argv[3])
+        elif kind == "asof":
+            out = _child_asof(argv[2], int(argv[3]))
         else:
             out = _child_parity(argv[2], int(argv[3]))
         print(json.dumps(out))
@@ -167,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--big-n", type=int, default=10_000_000, help="rows of the output= backfill (0: skip)"
     )
+    parser.add_argument("--labels", type=int, default=100_000, help="labels of the as_of run (0: skip)")
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--skip-upstream", action="store_true")
     ns = parser.parse_args(argv)
@@ -215,6 +269,15 @@ def main(argv: list[str] | None = None) -> None:
         best = max(peers_1, key=lambda r: r["events_per_s"])
         print(f"\nfastest single-threaded peer on Parquet: {best['peer']} {best['events_per_s']:,.0f} ev/s; "
               f"storey.frames single-threaded {ours:,.0f} ev/s = {ours / best['events_per_s']:.1f}x")  # fmt: skip
+
+    if ns.labels:
+        env = {**os.environ, "STOREY_FRAMES_THREADS": "1"}
+        r = _run_child(["asof", str(parquet), str(ns.labels)], env)
+        c, p = r["compiled"], r["python"]
+        print(f"\nas_of, {r['labels']:,} labels at random events' (key, time) over {r['rows']:,} events from "
+              f"{parquet.name}, 1 thread: compiled {c['seconds']:.2f} s ({c['events_per_s']:,.0f} ev/s, "
+              f"{c['labels_per_s']:,.0f} labels/s); Python label loop {p['seconds']:.2f} s "
+              f"({p['seconds'] / c['seconds']:.1f}x slower); mismatching cells {r['mismatching_cells']}")  # fmt: skip
 
     print(f"\nparity: the streaming flow vs frames on the first {ns.parity_n:,} events of {parquet.name}")
     print(json.dumps(_run_child(["parity", str(parquet), str(ns.parity_n)]), indent=2))

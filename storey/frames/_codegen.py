@@ -489,7 +489,8 @@ def grouped(n, order, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip
 
     def asof_source(self) -> str:
         """``asof``: point-in-time features (§8.5) of labels sorted by ``(key, q)`` from events sorted by
-        ``(key, tile)`` in input order within a tile, one key at a time in state slot 0.
+        ``(key, tile)`` with input order within a tile, one key at a time in state slot 0; events whose
+        `used` is false (filtered out or skipped) are passed over.
 
         Per label, the key's whole tiles before ``tile(q)`` are added (once: later labels reuse them), then
         the events of ``tile(q)`` with time ``≤ q`` (``< q`` unless `inclusive`), in input order, as a partial
@@ -501,9 +502,9 @@ def grouped(n, order, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip
         add_inline = indent(localize(self.add_body(), "add", shared), 4)
         eval_inline = indent(localize(self.eval_body(), "ev", {**shared, "k": "kq"}), 2)
         return f"""
-def asof(ek, et, etk, ev, lk, lq, ltk, lrow, inclusive, h0, m0, hd, pk, wi, wf, ci, cf, ip, fp, oi, of, tops,
-         a, maxseg, ctr):
-    ne = len(ek)
+def asof(kids, times, vals, used, P, lk, lq, ltk, lrow, inclusive, h0, m0, hd, pk, wi, wf, ci, cf, ip, fp, oi,
+         of, tops, a, maxseg, ctr):
+    ne = len(kids)
     e = 0
     cur = -1
     kid = 0
@@ -521,26 +522,32 @@ def asof(ek, et, etk, ev, lk, lq, ltk, lrow, inclusive, h0, m0, hd, pk, wi, wf, 
             hd[0, {LEN_}] = 0
             for w in range({self.n_windows}):
                 ci[0, w, {CI_VALID}] = 0
-            while e < ne and ek[e] < lab:
+            while e < ne and kids[e] < lab:
                 e += 1
         partial = False
         y = e
-        while y < ne and ek[y] == lab and etk[y] <= kq:
-            t = et[y]
-            kt = etk[y]
+        while y < ne:
+            i = y
+            if kids[i] != lab:
+                break
+            t = times[i]
+            kt = t // P
+            if kt > kq:
+                break
             whole = kt < kq
-            if whole or t < q or (inclusive and t == q):
+            if used[i] and (whole or t < q or (inclusive and t == q)):
                 if tops[a, 0] + maxseg > pk.shape[0]:
                     ctr[{C_STATUS}] = {NEED_POOL}
                     return
                 if t > hd[0, {H_}]:
                     hd[0, {H_}] = t
                     hd[0, {M_}] = kt
-                v = ev[y]
+                v = vals[i]
 {add_inline}
-                partial = not whole
+                if not whole:
+                    partial = True
             y += 1
-            if kt < kq:
+            if whole:
                 e = y
 {eval_inline}
         if partial:

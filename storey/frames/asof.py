@@ -8,9 +8,12 @@ even in ``q``'s own tile, and nothing is ever too late.
 Algorithm (sort-merge, no per-label scan of the events): events are grouped by key (input order kept) and
 labels sorted by ``(key, q)``. Per key and aggregator, every tile is summarised once from all its events
 (the `update` kernels, in input order); per label only ``q``'s own tile is re-folded from its events with
-time ``≤ q``, and the label is evaluated with the state machine's own evaluation (`KeyState.values` over
-the tiles its windows can reach, that partial tile last). The windows' older tiles never hold anything
-later than ``q``.
+time ``≤ q``, and the label is evaluated with the state machine's own evaluation over the tiles its windows
+can reach, that partial tile last. The windows' older tiles never hold anything later than ``q``.
+
+Two implementations of that algorithm give the same bits: the generated ``asof`` loop of
+`storey.frames._codegen` (numba; the same tile update and canonical fold code as `aggregate`), and a Python
+loop over `KeyState.values` (no numba, or `LastClosedWindow` reads of fixed windows).
 """
 
 from __future__ import annotations
@@ -195,8 +198,9 @@ def _evaluate_compiled(
 ) -> dict[str, Any]:
     """The feature columns of every label, by the generated ``asof`` loop of each aggregator.
 
-    Per aggregator, its counted events are ordered by ``(key, tile)`` (input order within a tile, a stable
-    sort) and the labels by ``(key, q)``; the loop then walks both once (see `AggShape.asof_source`).
+    The events are ordered by ``(key, tile)`` (input order within a tile, a stable sort; one order per tile
+    period) and the labels by ``(key, q)``; each aggregator's loop then walks both once, in memory order,
+    skipping the events it does not count (see `AggShape.asof_source`).
     """
     from storey.frames import _codegen as cg
     from storey.frames._compiled import _AggState, _map, _shape_module
@@ -206,17 +210,14 @@ def _evaluate_compiled(
     lk_s = np.ascontiguousarray(lk[lab_order])
     lq_s = np.ascontiguousarray(lq[lab_order])
     n_labels = len(lk)
+    kids, times = events["kids"], events["times"]
+    orders = _key_tile_orders(kids, times, {p.period_ns for p in plans})
 
     def run_one(a: int) -> list[tuple[str, Any]]:
         plan = plans[a]
         shape = cg.AggShape(plan)
         module = _shape_module(shape)
         P = np.int64(plan.period_ns)
-        rows = np.flatnonzero(events["used"][a])
-        ek = events["kids"][rows]
-        et = events["times"][rows]
-        etk = et // P
-        order = _key_tile_order(ek, etk)
         st = _AggState(shape, 1, 0)
         st.grow_pool(4 * st.maxseg)
         tops = np.full((1, 1 + cg.N_SIZE_CLASSES), -1, dtype=np.int64)
@@ -224,11 +225,12 @@ def _evaluate_compiled(
         oi = np.empty((len(shape.int_out), n_labels), dtype=np.int64)
         of = np.empty((len(shape.float_out), n_labels), dtype=np.float64)
         ctr = np.zeros(cg.N_CTR, dtype=np.int64)
-        ev = events["values"][a][rows]
+        order, ek, et = orders[plan.period_ns]
+        ev = events["values"][a][order]
+        eu = events["used"][a][order]
         module.asof(
-            ek[order], et[order], etk[order], ev[order], lk_s, lq_s, lq_s // P, lab_order, inclusive,
-            st.hd[0, cg.H_], st.hd[0, cg.M_], st.hd, st.pk, st.wi, st.wf, st.ci, st.cf, st.ip, st.fp,
-            oi, of, tops, 0, st.maxseg, ctr,
+            ek, et, ev, eu, P, lk_s, lq_s, lq_s // P, lab_order, inclusive, st.hd[0, cg.H_], st.hd[0, cg.M_],
+            st.hd, st.pk, st.wi, st.wf, st.ci, st.cf, st.ip, st.fp, oi, of, tops, 0, st.maxseg, ctr,
         )  # fmt: skip
         if int(ctr[cg.C_STATUS]) != cg.DONE:  # pragma: no cover - the pool holds one key's largest segment
             msg = f"{_WHERE}: internal error: the tile pool of aggregator {plan.name!r} is too small"
@@ -246,30 +248,43 @@ def _evaluate_compiled(
         return out
 
     columns: dict[str, Any] = {}
-    for part in _map(run_one, list(range(len(plans))), n_labels + len(events["kids"])):
+    for part in _map(run_one, list(range(len(plans))), n_labels + len(kids)):
         columns.update(part)
     return columns
 
 
-def _key_tile_order(kids: np.ndarray, tiles: np.ndarray) -> np.ndarray:
-    """Row order by ``(key, tile)``, input order within a ``(key, tile)`` (a stable sort).
+def _key_tile_orders(
+    kids: np.ndarray, times: np.ndarray, periods: set[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per tile period: the event order by ``(key, tile)`` (input order within a ``(key, tile)``: a stable
+    sort), and the keys and times in that order.
 
     Events usually arrive in time order: a stable sort by key alone (a radix sort for up to 65 536 keys) is
-    then already in tile order within each key; only when it is not is the two-key sort needed.
+    then already in tile order within each key, for every period; where it is not (late events), the
+    composite ``(key, tile)`` is nearly sorted and a stable (run-adaptive) sort of it finishes the order.
     """
-    if len(kids) and int(kids.max()) < 1 << 16:
-        order = np.argsort(kids.astype(np.uint16), kind="stable")
+    if int(kids.max(initial=0)) < 1 << 16:
+        by_key = np.argsort(kids.astype(np.uint16), kind="stable")
     else:
-        order = np.argsort(kids, kind="stable")
-    k = kids[order]
-    t = tiles[order]
-    if not bool(np.any((t[1:] < t[:-1]) & (k[1:] == k[:-1]))):
-        return order
-    lo = int(t.min())
-    span = int(t.max()) - lo + 1
-    if int(k[-1]) < (2**62) // span:  # nearly sorted composite keys: timsort runs, close to one pass
-        return order[np.argsort(k * np.int64(span) + (t - np.int64(lo)), kind="stable")]
-    return np.lexsort((tiles, kids))
+        by_key = np.argsort(kids, kind="stable")
+    k = kids[by_key]
+    t = times[by_key]
+    same_key = k[1:] == k[:-1]
+    orders: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for period in periods:
+        tiles = t // np.int64(period)
+        if not bool(np.any((tiles[1:] < tiles[:-1]) & same_key)):
+            orders[period] = (by_key, k, t)
+            continue
+        lo = int(tiles.min())
+        span = int(tiles.max()) - lo + 1
+        if int(k[-1]) < (2**62) // span:
+            fix = np.argsort(k * np.int64(span) + (tiles - np.int64(lo)), kind="stable")
+            orders[period] = (by_key[fix], k[fix], t[fix])
+        else:  # pragma: no cover - tile spans beyond 2**62 / keys
+            order = np.lexsort((times // np.int64(period), kids))
+            orders[period] = (order, kids[order], times[order])
+    return orders
 
 
 def _column_filter(agg: FieldAggregator) -> bool:
