@@ -425,26 +425,27 @@ def br(b, HDR, W, lo, hi, x):
 
 MAX_FUSED = 6
 """`AggregateByKey` steps with up to this many compiled aggregators make one numba call per event."""
-# a fused step's parameters ``prm``: row i holds aggregator i's ``ip``, then from column ``prm[0, -1]`` on:
-# P, NRET, OUT, features, first output word of its ints, of its floats, then per feature 1 when it is an int
+# a fused step's ``ctx``: row i holds aggregator i's ``ip``, then from column ``ctx[0, -1]`` on: P, NRET, OUT,
+# features, first output word of its ints, of its floats, then per feature 1 when it is an int; the last row
+# holds the results (ints, then floats as their bits)
 SP_P, SP_NRET, SP_OUT, SP_NF, SP_IO, SP_FO, SP_KINDS = range(7)
 
 
 def _steps_source() -> str:
     """``step1`` … ``step<MAX_FUSED>``: one event of a step's aggregators (`storey.aggregations._step_fused`).
 
-    Aggregator ``i`` has the state buffer ``b<i>``, the parameters ``prm[i]``, ``M<i>`` (its ``tile(H)``,
+    Aggregator ``i`` has the state buffer ``b<i>``, the parameters ``ctx[i]``, ``M<i>`` (its ``tile(H)``,
     already advanced to the event) and the mode ``(modes >> 2i) & 3``: 0 nothing (too late), 1 evaluate as
-    of ``t``, 2 add ``v<i>`` then evaluate. Results go to the words of ``out`` given in ``prm[i]`` (floats
-    as their bits). Returns the bit mask of the aggregators whose buffer must grow first (nothing done for
-    them).
+    of ``t``, 2 add ``v<i>`` then evaluate. Results go to the words of the last row of ``ctx`` that
+    ``ctx[i]`` names. Returns the bit mask of the aggregators whose buffer must grow first (nothing done
+    for them).
     """
     out = [
         f"""
-def step_one(b, prm, i, out, t, M, m, v):
+def step_one(b, ctx, i, t, M, m, v):
     \"\"\"One aggregator of a fused step: `add` (mode 2) then `evaluate`, results copied out.\"\"\"
-    ip = prm[i]
-    s = prm[0, prm.shape[1] - 1]
+    ip = ctx[i]
+    s = ctx[0, ctx.shape[1] - 1]
     k = t // ip[s + {SP_P}]
     if m == 2:
         if add(b, k, v, t, M - ip[s + {SP_NRET}], ip):
@@ -454,6 +455,7 @@ def step_one(b, prm, i, out, t, M, m, v):
     io = ip[s + {SP_IO}]
     fo = ip[s + {SP_FO}]
     f = b.view(np.float64)
+    out = ctx[ctx.shape[0] - 1]
     of = out.view(np.float64)
     for j in range(ip[s + {SP_NF}]):
         if ip[s + {SP_KINDS} + j] != 0:
@@ -470,8 +472,7 @@ def step_one(b, prm, i, out, t, M, m, v):
         args = ", ".join(
             [
                 *(f"b{i}" for i in each),
-                "prm",
-                "out",
+                "ctx",
                 "t",
                 *(f"M{i}" for i in each),
                 "modes",
@@ -482,7 +483,7 @@ def step_one(b, prm, i, out, t, M, m, v):
         for i in each:
             lines += [
                 f"    m = (modes >> {2 * i}) & 3",
-                f"    if m != 0 and step_one(b{i}, prm, {i}, out, t, M{i}, m, v{i}):",
+                f"    if m != 0 and step_one(b{i}, ctx, {i}, t, M{i}, m, v{i}):",
                 f"        grow |= {1 << i}",
             ]
         lines.append("    return grow")

@@ -95,7 +95,8 @@ def _aggregator_source(i: int, q: int, reader: Any, has_filter: bool, count_only
 
 
 def _do_source(step: Any) -> str:
-    """``do(event)``: `AggregateByKey._do` with the key and time reads inlined for field names."""
+    """The head of ``do(event)``: `AggregateByKey._do` with the key and time reads inlined for field names
+    (`fused_source` appends the body of ``apply``)."""
     key, time_field = step.key, step.time_field
     lines = ["def do(event):"]
     if isinstance(key, str) or isinstance(time_field, str):
@@ -126,11 +127,12 @@ def _do_source(step: Any) -> str:
         lines.append("    t = read_time(event)")
     lines += [
         "    states = STATES.get(key)",
-        "    if states is None:",
-        "        return first(event, key, t)",
-        "    return apply(event, key, t, states)",
+        "    if type(states) is not tuple:",
+        "        if states is None:",
+        "            return first(event, key, t)",
+        "        return slow(event, key, t, states)",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def fused_source(step: Any) -> str:
@@ -167,34 +169,33 @@ def fused_source(step: Any) -> str:
         )
     else:
         output = "return forward(output(event, key, t, states, features))"
-    return f"""
-def apply(event, key, t, states):
-    if type(states) is not tuple:
-        return slow(event, key, t, states)
-    metrics = step.metrics
-    metrics["events"] += 1
-    body = event.body
-    element = {element}
-    late = False
-    modes = 0
-{indent(chr(10).join(body), 1)}
-    grow = FN({bufs}, PRM, OUT, t, {ms}, modes, {vs})
-    if grow:
-        regrow(grow, states, t, ({ms},), modes, ({vs},))
-    if late:
-        metrics["late_events"] += 1
-    if key is not None:
-        mark(key, NAMES, event, t)
-    xi = OI.tolist()
-    xf = OF.tolist()
-    if late:
-        features = partial(modes, xi, xf)
-    else:
-        features = {{{", ".join(features)}}}
-{indent(output, 1)}
-
-
-{_do_source(step)}"""
+    apply = f"""
+metrics["events"] += 1
+body = event.body
+element = {element}
+late = False
+modes = 0
+{chr(10).join(body)}
+grow = FN({bufs}, CTX, t, {ms}, modes, {vs})
+if grow:
+    regrow(grow, states, t, ({ms},), modes, ({vs},))
+if late:
+    metrics["late_events"] += 1
+if key is not None:
+    mark(key, NAMES, event, t)
+xi = OI.tolist()
+xf = OF.tolist()
+if late:
+    features = partial(modes, xi, xf)
+else:
+    features = {{{", ".join(features)}}}
+{output}"""
+    head = (
+        "def apply(event, key, t, states):\n"
+        "    if type(states) is not tuple:\n"
+        "        return slow(event, key, t, states)"
+    )
+    return f"{head}\n{indent(apply, 1)}\n\n\n{_do_source(step)}\n{indent(apply, 1)}\n"
 
 
 class Fused:
@@ -229,13 +230,14 @@ def fused_apply(step: Any) -> Fused | None:
     n_int = kinds.count(True)
     n_words = len(kinds)
     base = max(len(c._IP) for c in classes)
-    prm = np.zeros((n, base + SP_KINDS + max(len(c._KINDS) for c in classes) + 1), np.int64)
-    prm[0, -1] = base  # where the step's parameters start in each row
+    width = max(base + SP_KINDS + max(len(c._KINDS) for c in classes) + 1, n_words)
+    ctx = np.zeros((n + 1, width), np.int64)
+    ctx[0, -1] = base  # where the step's parameters start in each row
     segments: list[list[tuple[str, bool, int]]] = []
     io = fo = 0
     for i, (p, c) in enumerate(zip(plans, classes, strict=True)):
-        prm[i, : len(c._IP)] = c._IP
-        row = prm[i, base:]
+        ctx[i, : len(c._IP)] = c._IP
+        row = ctx[i, base:]
         row[SP_P] = p.period_ns
         row[SP_NRET] = c._NRET
         row[SP_OUT] = c._OUT[0]
@@ -249,10 +251,8 @@ def fused_apply(step: Any) -> Fused | None:
             io += is_int
             fo += not is_int
         segments.append(seg)
-    prm.setflags(write=False)
-    out = np.zeros(max(n_words, 1), np.int64)
-    oi = out[:n_int]
-    of = out[n_int:n_words].view(np.float64)
+    oi = ctx[n, :n_int]
+    of = ctx[n, n_int:n_words].view(np.float64)
 
     def partial(modes: int, xi: list[int], xf: list[float]) -> dict[str, Any]:
         """The features of the aggregators that accepted the event (the others' are absent)."""
@@ -273,10 +273,9 @@ def fused_apply(step: Any) -> Fused | None:
             if grow >> i & 1:
                 st._grow()
                 again |= modes & (3 << (2 * i))
-        fn(*(st._b for st in states), prm, out, t, *ms, again, *vs)
+        fn(*(st._b for st in states), ctx, t, *ms, again, *vs)
 
     ns: dict[str, Any] = {
-        "step": step,
         "slow": step._apply,
         "first": step._do_first,
         "forward": step._forward,
@@ -291,8 +290,8 @@ def fused_apply(step: Any) -> Fused | None:
         "datetime_to_ns": _datetime_to_ns,
         "NAMES": tuple(step._names),
         "FN": fn,
-        "PRM": prm,
-        "OUT": out,
+        "CTX": ctx,
+        "metrics": step.metrics,
         "OI": oi,
         "OF": of,
         "SKIP": _SKIP,
