@@ -49,7 +49,9 @@ B_START, B_END, B_CB = 0, 1, 2
 C_OK, C_LO, C_HI, C_FIRST, C_LAST, C_HAS, C_CC = range(7)
 N_CEXTRA = 7
 INIT_TILES = 8
-"""Tile rows a new key's buffer holds before it first grows (doubling)."""
+"""Tile rows a new key's buffer holds before it first grows."""
+GROW_4X_BELOW = 64
+"""Buffers of fewer tile rows grow 4x, larger ones 2x."""
 
 
 def _literal(value: Any) -> str:
@@ -579,7 +581,8 @@ class CompiledKeyState(KeyState):
     def _grow(self) -> None:
         old = self._b
         room = (len(old) - self._HDR) // self._W
-        b = np.zeros(self._HDR + 2 * room * self._W, np.int64)
+        # small buffers quadruple (fewer regrowths while a key's history fills), large ones double
+        b = np.zeros(self._HDR + (4 if room < GROW_4X_BELOW else 2) * room * self._W, np.int64)
         b[: len(old)] = old
         self._set(b)
 
