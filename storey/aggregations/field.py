@@ -42,7 +42,11 @@ class FieldEquals:
         self.value = value
 
     def __call__(self, element: Any) -> Any:
-        body = element if isinstance(element, Mapping) else getattr(element, "body", element)
+        body = (
+            element
+            if type(element) is dict or isinstance(element, Mapping)
+            else getattr(element, "body", element)
+        )
         try:
             got = body[self.field]
         except (KeyError, TypeError, IndexError):
