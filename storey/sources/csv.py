@@ -237,24 +237,20 @@ def _vectorised(ctx: Any, path: str) -> Iterator[_Parsed]:
     snapshot = _io_csv._snapshot(parser)
     start_rows = parser.rows
     delivered = 0
-    batches = _io_csv._fast_batches(ctx, path)
-    stream = prefetched(batches, _PREFETCH) if _PREFETCH else batches
     try:
-        try:
-            for ib in stream:
-                names = parser.names or []
-                if len(set(names)) != len(names) or ib.batch.num_columns != len(names):
-                    raise _io_csv._Fallback  # duplicate column names: the record batch cannot hold them all
-                times = ib.time_ns
-                for a in range(0, ib.num_rows, _FAST_BATCH):
-                    rb = ib.batch.slice(a, _FAST_BATCH)
-                    n = rb.num_rows
-                    cols = [column_to_pylist(rb.column(j)) for j in range(rb.num_columns)]
-                    delivered += n
-                    ns = None if times is None else times[a : a + n].tolist()
-                    yield cols, ns, path, ib.lines[a : a + n], start_rows + delivered
-        finally:
-            stream.close()  # the reader thread has stopped: the parser is ours again
+        batches = _io_csv._fast_batches(ctx, path)
+        for ib in prefetched(batches, _PREFETCH) if _PREFETCH else batches:
+            names = parser.names or []
+            if len(set(names)) != len(names) or ib.batch.num_columns != len(names):
+                raise _io_csv._Fallback  # duplicate column names: the record batch cannot hold them all
+            times = None if ib.time_ns is None else ib.time_ns
+            for a in range(0, ib.num_rows, _FAST_BATCH):
+                rb = ib.batch.slice(a, _FAST_BATCH)
+                n = rb.num_rows
+                cols = [column_to_pylist(rb.column(j)) for j in range(rb.num_columns)]
+                delivered += n
+                ns = None if times is None else times[a : a + n].tolist()
+                yield cols, ns, path, ib.lines[a : a + n], start_rows + delivered
         return
     except _io_csv._Fallback:
         _io_csv._restore(parser, snapshot)

@@ -16,13 +16,12 @@ from storey.errors import MissingFieldError
 from storey.flow.batch import EventBatch
 from storey.flow.runtime import Run
 from storey.sources._arrow import column_to_pylist
-from storey.sources._reading import checked_times, dict_rows, event_chunks, guard_reading, prefetched
+from storey.sources._reading import checked_times, dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
 
 __all__ = ["ParquetSource", "ReadParquet", "open_parquet"]
 
 Field = str | list[str] | None
-PREFETCH = True  # decode a batch ahead in a background thread (benchmarks switch it off)
 
 
 def open_parquet(path: str, storage_options: dict[str, Any] | None = None) -> Any:
@@ -174,24 +173,16 @@ class ReadParquet(ReaderSource):
         read = [n for n in names if n in file_names]
         build = dict_rows(names)
         offset = 0
-        # decoding (Arrow, without the GIL) runs a batch ahead in a background thread, overlapping the flow
-        decoded = pf.iter_batches(batch_size=self._batch_size, columns=read, use_threads=False)
-        stream = prefetched(decoded, 1) if PREFETCH else decoded
-        try:
-            for rb in stream:
-                n = rb.num_rows
-                positions = np.arange(offset, offset + n)
-                offset += n
-                chunks, error = self._batch_events(file.path, rb, names, parts, part_values, positions, build)
-                for events in chunks:
-                    self.metrics["rows"] += len(events)
-                    yield events
-                if error is not None:
-                    raise error
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # stops the decoding thread
+        for rb in pf.iter_batches(batch_size=self._batch_size, columns=read, use_threads=False):
+            n = rb.num_rows
+            positions = np.arange(offset, offset + n)
+            offset += n
+            chunks, error = self._batch_events(file.path, rb, names, parts, part_values, positions, build)
+            for events in chunks:
+                self.metrics["rows"] += len(events)
+                yield events
+            if error is not None:
+                raise error
 
     def _batch_events(
         self,
