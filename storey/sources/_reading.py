@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +20,10 @@ __all__ = [
     "event_chunks",
     "guard_reading",
     "make_events",
-    "prefetched",
     "read_error",
 ]
 
 _from_ns = Event._from_ns
-T = TypeVar("T")
 #: Events handed to the flow at once. Small lists keep few new objects alive at a time, which keeps the
 #: garbage collector's work (a large share of the cost per row) low; larger ones pay more GC than they save.
 EVENT_CHUNK = 256
@@ -124,62 +120,6 @@ def event_chunks(
             positions[a:b],
             None if ids is None else ids[a:b],
         )
-
-
-def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """`items`, produced in a background thread up to `depth` items ahead of the consumer.
-
-    For producers that spend their time in code releasing the GIL (Arrow): production then overlaps with the
-    consumer's work. Items and the producer's exception arrive in order; closing this generator stops the
-    producer (after its current item) and waits for it, so its state is settled when control returns.
-
-    Examples
-    --------
-    >>> list(prefetched(iter(range(5))))
-    [0, 1, 2, 3, 4]
-    """
-    q: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[int, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-            except queue.Full:
-                continue
-            return True
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((_ITEM, item)):
-                    return
-            put((_END, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((_ERROR, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=produce, name="storey-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == _ITEM:
-                yield value
-            elif kind == _END:
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        worker.join()
-
-
-_ITEM, _END, _ERROR = 0, 1, 2
 
 
 def checked_times(

@@ -11,7 +11,7 @@ from storey.flow.batch import EventBatch
 from storey.flow.runtime import Run
 from storey.sources._arrow import column_to_pylist
 from storey.sources._csvparse import CSVBatch, CSVParser, check_field
-from storey.sources._reading import dict_rows, event_chunks, guard_reading, prefetched
+from storey.sources._reading import dict_rows, event_chunks, guard_reading
 from storey.sources.base import ReaderSource
 from storey.steps.batching import pop_synonym
 
@@ -19,8 +19,6 @@ __all__ = ["CSVSource", "ReadCSV"]
 
 _PARSE_BATCH = 1024  # rows parsed at once; events are then handed on in chunks of EVENT_CHUNK
 _FAST_BATCH = 4096  # rows converted to Python values at once on the vectorised path
-_FAST_BLOCK = 1 << 30  # rows per batch of the vectorised reader: whole blocks (about 8 MB of text)
-_PREFETCH = 1  # blocks the vectorised reader may run ahead of the flow (0: no background thread)
 VECTORISED = True  # use `storey.frames`' vectorised reader where it applies (tests switch it off)
 #: Local files smaller than this are parsed by the parser alone: the vectorised reader's first use imports
 #: pyarrow and storey.frames (a few tenths of a second), which only pays off from a few MB on.
@@ -163,7 +161,7 @@ class ReadCSV(ReaderSource):
             from storey.frames import _io_csv
         except ImportError:  # pragma: no cover - pyarrow is not installed: the parser alone
             return None
-        return _io_csv._Context(parser, None, [], _FAST_BLOCK, self._storage_options, self._time_field)
+        return _io_csv._Context(parser, None, [], _FAST_BATCH, self._storage_options, self._time_field)
 
     def _body_builder(self, names: list[str] | None) -> Callable[[list[Sequence[Any]]], list[Any]]:
         if not self._build_dict:
@@ -226,11 +224,7 @@ def _parsed(parser: CSVParser, batches: Iterator[CSVBatch], skip: int) -> Iterat
 def _vectorised(ctx: Any, path: str) -> Iterator[_Parsed]:
     """One file through `storey.frames`' vectorised reader while it applies, then through the parser from the
     first row it did not deliver (the parser gives the very same first rows, so nothing is delivered twice;
-    see `storey.frames._io_csv`).
-
-    The vectorised reader runs a block ahead in a background thread (`prefetched`): its Arrow work releases
-    the GIL, so it overlaps with the flow. Only that thread touches the parser until it has finished.
-    """
+    see `storey.frames._io_csv`)."""
     from storey.frames import _io_csv
 
     parser = ctx.parser
@@ -238,19 +232,15 @@ def _vectorised(ctx: Any, path: str) -> Iterator[_Parsed]:
     start_rows = parser.rows
     delivered = 0
     try:
-        batches = _io_csv._fast_batches(ctx, path)
-        for ib in prefetched(batches, _PREFETCH) if _PREFETCH else batches:
+        for ib in _io_csv._fast_batches(ctx, path):
+            rb = ib.batch
             names = parser.names or []
-            if len(set(names)) != len(names) or ib.batch.num_columns != len(names):
+            if len(set(names)) != len(names) or rb.num_columns != len(names):
                 raise _io_csv._Fallback  # duplicate column names: the record batch cannot hold them all
-            times = None if ib.time_ns is None else ib.time_ns
-            for a in range(0, ib.num_rows, _FAST_BATCH):
-                rb = ib.batch.slice(a, _FAST_BATCH)
-                n = rb.num_rows
-                cols = [column_to_pylist(rb.column(j)) for j in range(rb.num_columns)]
-                delivered += n
-                ns = None if times is None else times[a : a + n].tolist()
-                yield cols, ns, path, ib.lines[a : a + n], start_rows + delivered
+            cols = [column_to_pylist(rb.column(j)) for j in range(rb.num_columns)]
+            delivered += rb.num_rows
+            times = None if ib.time_ns is None else ib.time_ns.tolist()
+            yield cols, times, path, ib.lines, max(parser.rows, start_rows + delivered)
         return
     except _io_csv._Fallback:
         _io_csv._restore(parser, snapshot)
