@@ -64,6 +64,7 @@ def _warm_imports(kind: str) -> None:
     import pyarrow
 
     if kind == "csv":
+        import pandas  # noqa: F401 - pyarrow imports it when storey.frames builds Arrow values
         import pyarrow.compute
         import pyarrow.csv
 
