@@ -224,7 +224,12 @@ class ReadParquet(ReaderSource):
         keys = self._keys(by_name)
         ids = None if self._id_field is None else by_name[self._id_field]
         ns = None if times is None else times.tolist()
-        return event_chunks(build, columns, keys, ns, path, positions.tolist(), ids), error
+        first = int(positions[0])
+        if int(positions[-1]) - first == n - 1:  # no row filtered out: a range, sliced and indexed as needed
+            rows: Sequence[int] = range(first, first + n)
+        else:
+            rows = positions.tolist()
+        return event_chunks(build, columns, keys, ns, path, rows, ids), error
 
     def _keys(self, by_name: dict[str, list[Any]]) -> list[Any] | None:
         kf = self._key_field
