@@ -55,7 +55,10 @@ class ReadCSV(ReaderSource):
     Empty fields are ``None``. Datetimes are aware UTC (naive values are read as UTC). An empty timestamp
     field fails with `MissingFieldError`; without a timestamp field the event time is now. Each event's
     ``origin`` is ``(path, line)``, the 1-based physical line where the row starts. All parsing rules live
-    in `storey.sources._csvparse`, which `storey.frames` shares.
+    in `storey.sources._csvparse`, which `storey.frames` shares. With a header, type inference and ISO
+    datetimes, files of a few MB or more (and URLs) are first read by `storey.frames`' vectorised reader,
+    which yields exactly the parser's values and hands the rest of a file to the parser as soon as it
+    cannot prove that (a quote, a bad row, an odd value): values, lines, errors and metrics are the same.
 
     Examples
     --------
