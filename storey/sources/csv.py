@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -131,14 +132,21 @@ class ReadCSV(ReaderSource):
 
     def _events(self) -> Iterator[EventBatch]:
         parser = self._parser()
-        fast = self._vectorised_context(parser)
+        vectorisable = self._vectorisable()
+        fast: Any = None  # the vectorised reader's context, made for the first file it reads
         build: Callable[[list[Sequence[Any]]], list[Any]] | None = None
         try:
             for path in self._paths:
-                if fast is None or _small(path):
-                    read = _parsed(parser, parser.read(path, self._storage_options), 0)
-                else:
+                if vectorisable and not _small(path):
+                    if fast is None:
+                        from storey.frames import _io_csv
+
+                        fast = _io_csv._Context(
+                            parser, None, [], _FAST_BATCH, self._storage_options, self._time_field
+                        )
                     read = _vectorised(fast, path)
+                else:
+                    read = _parsed(parser, parser.read(path, self._storage_options), 0)
                 for cols, time_ns, where, lines, rows in read:
                     self.metrics["rows"] = rows
                     self.metrics["skipped_rows"] = parser.skipped_rows
@@ -149,22 +157,18 @@ class ReadCSV(ReaderSource):
             self.metrics["rows"] = max(self.metrics["rows"], parser.rows)
             self.metrics["skipped_rows"] = parser.skipped_rows
 
-    def _vectorised_context(self, parser: CSVParser) -> Any:
-        """The context of `storey.frames`' vectorised reader for `parser`, or ``None`` where it cannot apply.
+    def _vectorisable(self) -> bool:
+        """Whether `storey.frames`' vectorised reader applies to this source's options.
 
         That reader (``pyarrow.csv`` plus checks) yields exactly the parser's values and falls back to the
-        parser for any block it cannot prove identical; it needs a header, type inference, ISO datetimes and
-        a time field given by name.
+        parser for any block it cannot prove identical; it needs pyarrow, a header, type inference, ISO
+        datetimes and a time field given by name (or none).
         """
         if not (VECTORISED and self._header and self._type_inference and self._timestamp_format is None):
-            return None
+            return False
         if self._time_field is not None and not isinstance(self._time_field, str):
-            return None
-        try:
-            from storey.frames import _io_csv
-        except ImportError:  # pragma: no cover - pyarrow is not installed: the parser alone
-            return None
-        return _io_csv._Context(parser, None, [], _FAST_BATCH, self._storage_options, self._time_field)
+            return False
+        return importlib.util.find_spec("pyarrow") is not None
 
     def _body_builder(self, names: list[str] | None) -> Callable[[list[Sequence[Any]]], list[Any]]:
         if not self._build_dict:

@@ -89,3 +89,20 @@ def test_small_local_files_use_the_parser_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(_io_csv, "_fast_batches", pytest.fail)
     source = ReadCSV(str(path), header=True, key_field="key", time_field="time")
     assert build_flow([source, Reduce(0, lambda a, _: a + 1)]).run().await_termination() == 1
+
+
+def test_small_files_import_neither_pyarrow_nor_storey_frames(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.csv"
+    path.write_text("key,time\na,2024-01-01T00:00:00Z\n", encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from storey import ReadCSV, Reduce, build_flow\n"
+        f"src = ReadCSV({str(path)!r}, header=True, key_field='key', time_field='time')\n"
+        "assert build_flow([src, Reduce(0, lambda a, _: a + 1)]).run().await_termination() == 1\n"
+        "print(sorted(m for m in ('pyarrow', 'pandas', 'storey.frames') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
