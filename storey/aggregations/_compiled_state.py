@@ -42,7 +42,8 @@ __all__ = ["CompiledKeyState", "compiled_state_class", "supports"]
 # -- run-time parameters (ip: int64; float parameters as bits) ------------------------------------------
 IP_N1, IP_NRET, IP_NMAX, IP_KIND, IP_W, IP_NW, IP_CS, IP_CB, IP_OUT, IP_HDR, IP_NAGG = range(11)
 IP_CAPPED, IP_CCMODE, IP_CCAPI, IP_CAPF, IP_CCAPF = range(11, 16)
-IP_FLAGS = 16  # then per module kernel: maintained (row) flag; then emitted (acc) flag; then field offsets
+IP_DELTA = 16  # 1: the only emitted kernel is count with an int or no cap (window counts move by deltas)
+IP_FLAGS = 17  # then per module kernel: maintained (row) flag; then emitted (acc) flag; then field offsets
 # per-key buffer
 B_START, B_END, B_CB = 0, 1, 2
 # cache entry extras, after the W row-shaped words
@@ -240,6 +241,11 @@ def add(b, k, v, t, bound, ip):
             end += 1
             if append and b[HDR + start * W] < bound:  # retention (§5.2 step 4), as PyKeyState prunes
                 start = bl(b, HDR, W, start, end, bound)
+                if ip[{IP_DELTA}] != 0:  # running counts that include dropped tiles cannot move any more
+                    for w in range(NW):
+                        x = CB + w * CS + W
+                        if b[x + {C_LO}] < bound:
+                            b[x + {C_OK}] = 0
             b[{B_START}] = start
             b[{B_END}] = end
     r = HDR + j * W
@@ -284,6 +290,7 @@ def evaluate(b, k, ip):
     \"\"\"Evaluate every window as of tile `k` (§5.3) into the buffer's result words.\"\"\"
 {indent(self._prologue(["au"]), 1)}
     kind = ip[{IP_KIND}]
+    delta = ip[{IP_DELTA}] != 0
     OUT = ip[{IP_OUT}]
     NAGG = ip[{IP_NAGG}]
     AB = {self.ip_win} + NW
@@ -305,36 +312,64 @@ def evaluate(b, k, ip):
         c = CB + w * CS
         x = c + W
         if not (b[x + {C_OK}] != 0 and b[x + {C_LO}] == lo and b[x + {C_HI}] == hi):
-            j0 = bl(b, HDR, W, start, end, lo)
-            j1 = br(b, HDR, W, j0, end, hi)
-            if j0 >= j1:
-                b[x + {C_HAS}] = 0
-            else:
-                first = b[HDR + j0 * W]
-                last = b[HDR + (j1 - 1) * W]
-                cached = b[x + {C_OK}] != 0 and b[x + {C_HAS}] != 0
-                if cached and b[x + {C_FIRST}] == first and b[x + {C_LAST}] <= last:
-                    # continue the cached left fold with the newer tiles
-{indent(self._load("a_", "c", "au"), 5)}
-{indent(cc_load, 5)}
-                    js = br(b, HDR, W, j0, j1, b[x + {C_LAST}])
+            if delta:
+                # integer counts are exact in any order: move the cached count with the window (drop the
+                # tiles that left, add those that entered), or count the range afresh
+                olo = b[x + {C_LO}]
+                ohi = b[x + {C_HI}]
+                if b[x + {C_OK}] != 0 and olo <= lo and lo <= ohi + 1 and ohi <= hi:
+                    dn = b[c + o_n]
+                    dc = b[x + {C_CC}]
+                    jj = bl(b, HDR, W, start, end, olo)
+                    while jj < end and b[HDR + jj * W] < lo:
+                        tn = b[HDR + jj * W + o_n]
+                        dn -= tn
+                        dc -= ccapi if tn > ccapi else tn
+                        jj += 1
+                    jj = br(b, HDR, W, start, end, ohi)
                 else:
-                    # fold afresh from the oldest tile of the range
-                    r = HDR + j0 * W
-{indent(self._load("a_", "r", "au"), 5)}
-{indent(self._cc("a_cc", "0", "0.0", "a_n"), 5)}
-                    js = j0 + 1
-                for jj in range(js, j1):
-                    r = HDR + jj * W
-{indent(self._load("b_", "r", "au"), 5)}
-{indent(self._merge(), 5)}
-{indent(self._cc("cc", "a_cci", "a_ccf", "b_n"), 5)}
-{indent(rebind, 5)}
-{indent(self._store("a_", "c", "au"), 4)}
-{indent(cc_store, 4)}
+                    dn = 0
+                    dc = 0
+                    jj = bl(b, HDR, W, start, end, lo)
+                while jj < end and b[HDR + jj * W] <= hi:
+                    tn = b[HDR + jj * W + o_n]
+                    dn += tn
+                    dc += ccapi if tn > ccapi else tn
+                    jj += 1
+                b[c + o_n] = dn
+                b[x + {C_CC}] = dc
                 b[x + {C_HAS}] = 1
-                b[x + {C_FIRST}] = first
-                b[x + {C_LAST}] = last
+            else:
+                j0 = bl(b, HDR, W, start, end, lo)
+                j1 = br(b, HDR, W, j0, end, hi)
+                if j0 >= j1:
+                    b[x + {C_HAS}] = 0
+                else:
+                    first = b[HDR + j0 * W]
+                    last = b[HDR + (j1 - 1) * W]
+                    cached = b[x + {C_OK}] != 0 and b[x + {C_HAS}] != 0
+                    if cached and b[x + {C_FIRST}] == first and b[x + {C_LAST}] <= last:
+                        # continue the cached left fold with the newer tiles
+{indent(self._load("a_", "c", "au"), 6)}
+{indent(cc_load, 6)}
+                        js = br(b, HDR, W, j0, j1, b[x + {C_LAST}])
+                    else:
+                        # fold afresh from the oldest tile of the range
+                        r = HDR + j0 * W
+{indent(self._load("a_", "r", "au"), 6)}
+{indent(self._cc("a_cc", "0", "0.0", "a_n"), 6)}
+                        js = j0 + 1
+                    for jj in range(js, j1):
+                        r = HDR + jj * W
+{indent(self._load("b_", "r", "au"), 6)}
+{indent(self._merge(), 6)}
+{indent(self._cc("cc", "a_cci", "a_ccf", "b_n"), 6)}
+{indent(rebind, 6)}
+{indent(self._store("a_", "c", "au"), 5)}
+{indent(cc_store, 5)}
+                    b[x + {C_HAS}] = 1
+                    b[x + {C_FIRST}] = first
+                    b[x + {C_LAST}] = last
             b[x + {C_OK}] = 1
             b[x + {C_LO}] = lo
             b[x + {C_HI}] = hi
@@ -725,6 +760,7 @@ def compiled_state_class(plan: Any, attrs: dict[str, Any]) -> type[CompiledKeySt
         ip[module.ip_acc + i] = name in acc_kernels
     for f, j in module.field_index.items():
         ip[module.ip_off + j] = column.get(f, -1)
+    ip[IP_DELTA] = acc_kernels == {"count"} and not float_count
     ip[module.ip_win : module.ip_win + nw] = plan.windows.tiles_per_window
     ip[module.ip_win + nw :] = [module.agg_index[a] for a in plan.aggregations]
     ip.setflags(write=False)
