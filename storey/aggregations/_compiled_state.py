@@ -14,6 +14,11 @@ own statement templates, spliced as `storey.aggregations._fused` splices them (e
 flag of its kernel), compiled with `storey.aggregations.kernels.compiled.njit` (no fastmath, no parallel).
 The fold is the canonical one: oldest → newest, the tile of τ last, the closed part cached per window and
 extended only while its oldest tile is unchanged; so the results are bit-identical to `PyKeyState`'s.
+Plans whose only emitted kernel is ``count`` (no cap or an int cap) instead move each window's cached
+count by the tiles that leave and enter it, as `PyKeyState` does: integers, exact in any order.
+
+The module also holds ``step1`` … ``step<MAX_FUSED>`` (`_steps_source`): ``add``/``evaluate`` of every
+aggregator of an `AggregateByKey` step in one call (`storey.aggregations._step_fused`).
 
 Buffer layout (8-byte words; ``W = 1 + len(plan.row_fields)``, ``NW`` windows, ``NA`` aggregations)::
 

@@ -3,6 +3,10 @@
 The step only routes: it extracts keys, times and values, asks the emitter *when* to emit, and calls the
 per-key state machine of `storey.aggregations.state` (which calls the kernels) for *what*. `storey.frames`
 drives the very same state machine and emitter, so both engines give the same bits.
+
+With `EmitEveryEvent` over compiled states, `_start` replaces the per-event path (`_do`, `_apply`) by the
+step's generated fused path (`storey.aggregations._step_fused`: the same steps unrolled, one numba call for
+all aggregators per event); `_apply` stays the reference and serves keys whose states came from elsewhere.
 """
 
 from __future__ import annotations
