@@ -227,8 +227,9 @@ class Flow:
 
     def _forward_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
         """Hand a batch on: whole to a single outlet, else event by event (fan-out copies per event)."""
-        if not batch.bodies:
-            return None
+        run = self._run
+        if not batch.bodies or (run is not None and run.error is not None):
+            return None  # nothing to hand on, or the flow failed (a background task) meanwhile
         o = self._out1
         if o is not None:
             return o._do_batch(batch)
