@@ -24,7 +24,14 @@ ALIASES = {
 }
 
 MODULES = {
-    "storey.dtypes": ["Event", "FieldAggregator", "SlidingWindows", "FixedWindows", "EmitEveryEvent", "to_ns"],
+    "storey.dtypes": [
+        "Event",
+        "FieldAggregator",
+        "SlidingWindows",
+        "FixedWindows",
+        "EmitEveryEvent",
+        "to_ns",
+    ],
     "storey.flow": ["Flow", "build_flow", "Context", "FlowController", "Map", "Reduce"],
     "storey.steps": ["Filter", "Map", "FlatMap", "Choice", "Batch", "SendToHttp", "JoinWithV3IOTable"],
     "storey.sources": ["Source", "ReadCSV", "ReadParquet", "DataframeSource", "SyncEmitSource"],
@@ -34,7 +41,13 @@ MODULES = {
     "storey.aggregations": ["AggregateByKey", "QueryByKey", "QueryAggregationByKey"],
     "storey.drivers": ["Driver", "NoopDriver", "SQLiteDriver", "V3ioDriver", "RedisDriver"],
     "storey.table": ["Table"],
-    "storey.errors": ["StoreyError", "FlowError", "MissingFieldError", "CSVParseError", "SchemaMismatchError"],
+    "storey.errors": [
+        "StoreyError",
+        "FlowError",
+        "MissingFieldError",
+        "CSVParseError",
+        "SchemaMismatchError",
+    ],
     "storey.frames": ["aggregate", "backfill", "build_state", "as_of", "check_parity", "ParityReport"],
 }
 
