@@ -18,7 +18,7 @@ states in a tuple.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -198,10 +198,23 @@ else:
     return f"{head}\n{indent(apply, 1)}\n\n\n{_do_source(step)}\n{indent(apply, 1)}\n"
 
 
+def _same_layout(a: type, b: type[CompiledKeyState]) -> bool:
+    """Whether states of class `a` can run with the parameters of class `b` (e.g. `a` from an equal plan of a
+    previous run of the step on the same table)."""
+    if a is b:
+        return True
+    if not (isinstance(a, type) and issubclass(a, CompiledKeyState)):
+        return False
+    same = (a._MODULE, a._P, a._N1, a._NRET, a._KINDS, a._HDR, a._W, a._OUT, a._CACHES) == (
+        b._MODULE, b._P, b._N1, b._NRET, b._KINDS, b._HDR, b._W, b._OUT, b._CACHES,
+    )  # fmt: skip
+    return same and np.array_equal(a._IP, b._IP)
+
+
 class Fused:
     """The fused ``do`` and ``apply`` of one started step, and the state classes they run."""
 
-    __slots__ = ("apply", "do", "source", "state_classes")
+    __slots__ = ("_layouts", "apply", "do", "source", "state_classes")
 
     def __init__(
         self, do: Callable[..., Any], apply: Callable[..., Any], source: str, classes: tuple
@@ -210,6 +223,19 @@ class Fused:
         self.apply = apply
         self.source = source
         self.state_classes = classes
+        self._layouts: dict[tuple[int, type], bool] = {}
+
+    def accepts(self, states: Sequence[Any]) -> bool:
+        """Whether the fused path can run a key's `states` (one per aggregator, in plan order)."""
+        layouts = self._layouts
+        for i, (st, cls) in enumerate(zip(states, self.state_classes, strict=True)):
+            kind = type(st)
+            ok = layouts.get((i, kind))
+            if ok is None:
+                ok = layouts[(i, kind)] = _same_layout(kind, cls)
+            if not ok:
+                return False
+        return True
 
 
 def fused_apply(step: Any) -> Fused | None:

@@ -318,11 +318,10 @@ class AggregateByKey(Flow):
         return None
 
     def _keep(self, key: Any, states: list[KeyState]) -> list[KeyState] | tuple[KeyState, ...]:
-        """Cache the key's states: a tuple when the fused path can run them (all of the plans' classes)."""
+        """Cache the key's states: a tuple when the fused path can run them (compiled states laid out as the
+        plans' own)."""
         fused = self._fused
-        if fused is not None and all(
-            type(st) is cls for st, cls in zip(states, fused.state_classes, strict=True)
-        ):
+        if fused is not None and fused.accepts(states):
             kept: list[KeyState] | tuple[KeyState, ...] = tuple(states)
         else:
             kept = states

@@ -242,6 +242,21 @@ def test_states_of_another_engine_keep_the_step_by_step_path(monkeypatch):
     assert metrics == ref[1] and blobs == ref[2]
 
 
+def test_states_of_an_earlier_run_on_the_same_table_are_fused(monkeypatch):
+    """A second run of an equal step on the same table finds the first run's compiled states (of the first
+    run's plan classes, laid out alike): they take the fused path and the results equal one long run."""
+    rows = _long_rows(600, keys=8)
+    table = Table("t", NoopDriver())
+    first = run(_readme_aggs(), rows[:300], table=table)
+    second = run(_readme_aggs(), rows[300:], table=table)
+    step = second[3]
+    assert all(type(states) is tuple for states in step._states.values())
+    assert type(step._states["u1"][0]) is not step.plans[0].state_class  # the first run's class
+    whole = run(_readme_aggs(), rows)
+    assert_same_bodies(first[0] + second[0], whole[0], "two runs")
+    assert second[2] == whole[2]
+
+
 def test_errors_are_unchanged(monkeypatch):
     """A missing field and a non-numeric value fail the flow with the step's messages, fused or not."""
     from storey.errors import FlowError
