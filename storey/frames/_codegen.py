@@ -126,6 +126,18 @@ class AggShape:
             self.float_count,
         )
 
+    def feature_rows(self, oi: Any, of: Any, n: int) -> list[Any]:
+        """The first `n` values of each feature, in feature order (aggregation-major, then window), from the
+        generated code's int and float output rows."""
+        out = []
+        for ja in range(len(self.aggregations)):
+            for w in range(self.n_windows):
+                if (ja, w) in self.int_out:
+                    out.append(oi[self.int_out.index((ja, w)), :n])
+                else:
+                    out.append(of[self.float_out.index((ja, w)), :n])
+        return out
+
     @property
     def fusable(self) -> bool:
         return all(k.fusable for _, k in self.kernels)

@@ -290,13 +290,7 @@ class CompiledEngine:
         feats: list[np.ndarray] = []
         present: list[np.ndarray] = []
         for shape, (oi, of, pr) in zip(self.shapes, outs, strict=True):
-            n_w = shape.n_windows
-            for ja in range(len(shape.aggregations)):
-                for w in range(n_w):
-                    if (ja, w) in shape.int_out:
-                        feats.append(oi[shape.int_out.index((ja, w)), :j])
-                    else:
-                        feats.append(of[shape.float_out.index((ja, w)), :j])
+            feats += shape.feature_rows(oi, of, j)
             present.append(pr[:j])
         return Emissions(common[0][:j], common[1][:j], common[2][:j], feats, present)
 

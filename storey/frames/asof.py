@@ -235,17 +235,8 @@ def _evaluate_compiled(
         if int(ctr[cg.C_STATUS]) != cg.DONE:  # pragma: no cover - the pool holds one key's largest segment
             msg = f"{_WHERE}: internal error: the tile pool of aggregator {plan.name!r} is too small"
             raise RuntimeError(msg)
-        out = []
-        f = 0
-        for ja in range(len(shape.aggregations)):
-            for w in range(shape.n_windows):
-                if (ja, w) in shape.int_out:
-                    values = oi[shape.int_out.index((ja, w))]
-                else:
-                    values = of[shape.float_out.index((ja, w))]
-                out.append((plan.feature_names[f], features_array(values, None)))
-                f += 1
-        return out
+        rows = shape.feature_rows(oi, of, n_labels)
+        return [(name, features_array(v, None)) for name, v in zip(plan.feature_names, rows, strict=True)]
 
     columns: dict[str, Any] = {}
     for part in _map(run_one, list(range(len(plans))), n_labels + len(kids)):
