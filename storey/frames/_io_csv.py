@@ -48,6 +48,7 @@ from storey._time import to_ns_array
 from storey._utils._imports import require
 from storey._utils._paths import open_input
 from storey.errors import MissingFieldError
+from storey.frames._csv_shapes import fixed_datetimes, plain_decimals
 from storey.frames._io_arrow import select_names
 from storey.frames._io_batch import InputBatch, require_columns
 from storey.sources._csvparse import CSVBatch, CSVParser, _datetimes_ns, _infer_kind
@@ -67,6 +68,7 @@ _DATETIME = (
 )
 _DATE_ONLY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _HAS_OFFSET = r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+_PROOFS = {_FLOAT: plain_decimals, _DATETIME: fixed_datetimes}
 
 
 class _Fallback(Exception):
@@ -416,8 +418,8 @@ def _simple_block(block: bytes) -> bool:
     """No quote, no NUL, no lone carriage return and no blank line: both readers split it literally."""
     if b'"' in block or b"\x00" in block:
         return False
-    if block.startswith(b"\n") or b"\n\n" in block:
-        return False
+    if block.startswith(b"\n"):
+        return False  # (a blank line inside the block is looked for by `_blank_line`, when it may be one)
     cr = block.count(b"\r")
     if not cr:
         return True
@@ -432,6 +434,8 @@ def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np
     pc = require("pyarrow.compute")
     parser = ctx.parser
     table = _split(block, len(parser.names or []))
+    if _blank_line(pc, table, block):
+        raise _Fallback
     n = table.num_rows
     if n != block.count(b"\n") + (0 if block.endswith(b"\n") else 1):
         raise _Fallback  # pragma: no cover - both count line ends on a simple block
@@ -455,6 +459,18 @@ def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np
         rb = pa.RecordBatch.from_arrays(arrays, names=names)
         pieces.append((a, rb, None if times is None else times[a:b]))
     return pieces, n
+
+
+def _blank_line(pc: Any, table: Any, block: bytes) -> bool:
+    """Whether the block has a blank line. Arrow reads one as a row of empty fields, so the block is
+    searched (a slow search, as line ends are frequent) only when such a row exists."""
+    empty = None
+    for col in table.columns:
+        e = pc.equal(pc.binary_length(col), 0)
+        empty = e if empty is None else pc.and_(empty, e)
+    if empty is None or not pc.any(empty).as_py():
+        return False
+    return b"\n\n" in block
 
 
 def _split(block: bytes, width: int) -> Any:
@@ -546,8 +562,17 @@ def _all(pc: Any, mask: Any) -> bool:
     return bool(pc.all(mask).as_py() is not False)
 
 
+def _matches(pc: Any, col: Any, pattern: str) -> bool:
+    """Whether every value of `col` matches `pattern`: proven with numpy for the common layouts
+    (`storey.frames._csv_shapes`), else by Arrow's regex."""
+    proof = _PROOFS.get(pattern)
+    if proof is not None and proof(col):
+        return True
+    return _all(pc, pc.match_substring_regex(col, pattern))
+
+
 def _checked_cast(pc: Any, col: Any, pattern: str, type_: Any) -> Any:
-    if not _all(pc, pc.match_substring_regex(col, pattern)):
+    if not _matches(pc, col, pattern):
         raise _Fallback
     return col.cast(type_)
 
@@ -576,7 +601,7 @@ def _ints(pa: Any, pc: Any, col: Any, lengths: Any) -> _Typed:
 
 
 def _datetimes(pa: Any, pc: Any, col: Any) -> Any:
-    if not _all(pc, pc.match_substring_regex(col, _DATETIME)):
+    if not _matches(pc, col, _DATETIME):
         raise _Fallback
     utc = pa.timestamp("ns", tz="UTC")
     if _all(pc, pc.ends_with(col, "Z")):
