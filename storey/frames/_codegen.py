@@ -444,7 +444,7 @@ if k >= hd[kid, {M_}] - ip[{IP_N1}]:
     def module_source(self) -> str:
         """Functions for this shape: ``add``, ``evaluate``, ``has`` (called per event by the arrival-order
         loop) and ``grouped`` (the whole key-grouped loop of one aggregator, with add and evaluate inlined,
-        for policies without timers)."""
+        for policies without timers; its rows are gathered in key-grouped order)."""
         add_fn = (
             f"def add(hd, pk, wi, wf, ci, tops, a, kid, k, v, t, ip, fp):\n{indent(self.add_body(), 1)}\n"
         )
@@ -458,10 +458,11 @@ if k >= hd[kid, {M_}] - ip[{IP_N1}]:
         add_inline = localize(self.add_body(), "add", shared)
         eval_inline = localize(self.eval_body(), "ev", shared)
         grouped = f"""
-def grouped(n, order, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip, fp, oi, of, pr, tops, a,
-            maxseg, emitted, all_emitted, late, ctr):
-    # one aggregator over a batch's rows grouped by key (arrival order within a key; keys are independent
-    # without timers); the features of row i go to output row i
+def grouped(n, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip, fp, oi, of, pr, tops, a, maxseg,
+            emitted, all_emitted, late, ctr):
+    # one aggregator over a batch's rows gathered in key-grouped order (arrival order within a key; keys are
+    # independent without timers: every input and output array is in that order, read and written
+    # sequentially); the features of row i go to output row i
     pos = ctr[{C_POS}]
     skipped = 0
     ctr[{C_STATUS}] = {DONE}
@@ -469,7 +470,7 @@ def grouped(n, order, kid_arr, tt, tk, val, sta, flt, hd, pk, wi, wf, ci, cf, ip
         if tops[a, 0] + maxseg > pk.shape[0]:
             ctr[{C_STATUS}] = {NEED_POOL}
             break
-        i = order[pos]
+        i = pos
         kid = kid_arr[i]
         t = tt[i]
         kt = tk[i]

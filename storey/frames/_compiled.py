@@ -407,7 +407,7 @@ class CompiledEngine:
         return self._step_run
 
     def _call_grouped(self, batch: Batch, first_row: int) -> Emissions:
-        from storey.frames._group import max_events_mask
+        from storey.frames._group import gather, max_events_mask, scatter
 
         n = batch.n
         order = self._group(batch)
@@ -417,7 +417,13 @@ class CompiledEngine:
         emitted = np.zeros(n if kind != 0 else 0, dtype=np.bool_)
         if kind == POLICY_MAX:
             max_events_mask(order, batch.kids, batch.times, first_row, self.ek, int(self.policy[1]), emitted)
-        late = np.zeros(n, dtype=np.bool_)
+        any_emitted = all_emitted or bool(emitted.any())
+        # the grouped loops read their inputs and write their outputs in key-grouped order (sequentially);
+        # the outputs go back to arrival order at the end
+        kids = gather(batch.kids, order)
+        times = gather(batch.times, order)
+        emitted_g = gather(emitted, order) if kind != 0 else emitted
+        late = np.zeros(n, dtype=np.bool_)  # grouped order (only counted)
         if len(self._ones) < n:
             self._ones = np.ones(max(n, 2 * len(self._ones)), dtype=bool)
         tiles: dict[int, np.ndarray] = {}
@@ -425,25 +431,33 @@ class CompiledEngine:
         for a, st in enumerate(self.aggs):
             tk = tiles.get(st.P)
             if tk is None:
-                tk = tiles[st.P] = batch.times // np.int64(st.P)
-            flt = batch.filters[a]
-            flt = self._ones[:n] if flt is None else flt
-            args = (n, order, batch.kids, batch.times, tk, batch.values[a], batch.status[a], flt)
-            jobs.append((a, args, outs[a]))
+                tk = tiles[st.P] = times // np.int64(st.P)
+            jobs.append((a, tk, outs[a]))
 
-        def run_one(job: tuple[int, tuple[Any, ...], tuple[Any, ...]]) -> int:
-            a, args, (oi, of, pr) = job
+        def run_one(job: tuple[int, np.ndarray, tuple[Any, ...]]) -> int:
+            a, tk, (oi, of, pr) = job
             st = self.aggs[a]
+            flt = batch.filters[a]
+            flt = self._ones[:n] if flt is None else gather(flt, order)
+            args = (n, kids, times, tk, gather(batch.values[a], order), gather(batch.status[a], order), flt)
+            oi_g = np.empty_like(oi)
+            of_g = np.empty_like(of)
+            pr_g = np.empty((1, n), dtype=np.bool_)
             ctr = np.zeros(cg.N_CTR, dtype=np.int64)
             grouped = self.modules[a].grouped
             while True:
                 grouped(
-                    *args, st.hd, st.pk, st.wi, st.wf, st.ci, st.cf, st.ip, st.fp, oi, of, pr, self.tops, a,
-                    st.maxseg, emitted, all_emitted, late, ctr,
+                    *args, st.hd, st.pk, st.wi, st.wf, st.ci, st.cf, st.ip, st.fp, oi_g, of_g, pr_g[0],
+                    self.tops, a, st.maxseg, emitted_g, all_emitted, late, ctr,
                 )  # fmt: skip
                 if int(ctr[cg.C_STATUS]) != cg.NEED_POOL:
-                    return int(ctr[cg.C_SKIPPED])
+                    break
                 st.grow_pool(4 * len(st.pk) + st.maxseg)
+            if any_emitted:
+                scatter(oi_g, order, oi)
+                scatter(of_g, order, of)
+                scatter(pr_g, order, pr.reshape(1, n))
+            return int(ctr[cg.C_SKIPPED])
 
         skipped = _map(run_one, jobs, n)
         self.metrics["events"] += n

@@ -10,7 +10,7 @@ import numpy as np
 
 from storey.frames._codegen import njit
 
-__all__ = ["group_rows", "max_events_mask"]
+__all__ = ["gather", "group_rows", "max_events_mask", "scatter"]
 
 
 def _group_rows(
@@ -74,6 +74,41 @@ def group_rows(
     nxt = np.empty(n, dtype=np.int64)
     _compiled(kids, times, first, last, nxt, order, last_time, seen)
     return order
+
+
+def _gather(src: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
+    for pos in range(order.shape[0]):
+        out[pos] = src[order[pos]]
+
+
+def _scatter(src: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
+    for c in range(src.shape[0]):
+        for pos in range(order.shape[0]):
+            out[c, order[pos]] = src[c, pos]
+
+
+_compiled_gather = None
+_compiled_scatter = None
+
+
+def gather(src: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``src[order]``: a batch column in key-grouped order (compiled, so that the grouped loop then reads its
+    inputs sequentially)."""
+    global _compiled_gather
+    if _compiled_gather is None:
+        _compiled_gather = njit(_gather)
+    out = np.empty(order.shape[0], dtype=src.dtype)
+    _compiled_gather(src, order, out)
+    return out
+
+
+def scatter(src: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, order] = src``: rows of outputs computed in key-grouped order back to arrival order (`src` and
+    `out` are 2-D, one row per output column)."""
+    global _compiled_scatter
+    if _compiled_scatter is None:
+        _compiled_scatter = njit(_scatter)
+    _compiled_scatter(src, order, out)
 
 
 def _max_events_mask(
