@@ -420,10 +420,11 @@ def _simple_block(block: bytes) -> bool:
         return False
     if block.startswith(b"\n"):
         return False  # (a blank line inside the block is looked for by `_blank_line`, when it may be one)
-    cr = block.count(b"\r")
-    if not cr:
+    if b"\r" not in block:  # (a search stops at the first hit; a count reads the whole block)
         return True
-    return cr == block.count(b"\r\n") and not (block.startswith(b"\r\n") or b"\n\r\n" in block)
+    if block.count(b"\r") != block.count(b"\r\n"):
+        return False  # a lone carriage return
+    return not (block.startswith(b"\r\n") or b"\n\r\n" in block)
 
 
 def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np.ndarray | None]], int]:
