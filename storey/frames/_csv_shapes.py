@@ -4,8 +4,9 @@ The vectorised CSV path accepts a float or datetime column only when every value
 ``_DATETIME`` (Arrow's RE2 regex match costs ~40–60 ns a value). The common layouts are proven here on the
 raw Arrow buffers with a few numpy passes instead:
 
-- `plain_decimals`: every value is ASCII digits with at most one ``.``, at least one digit and at most 30
-  bytes. Every such value matches ``_FLOAT`` (``[0-9]{1,30}\\.?[0-9]{0,30}`` or ``\\.[0-9]{1,30}``).
+- `plain_decimals`: every value is an optional sign then ASCII digits with at most one ``.``, at least one
+  digit and at most 30 bytes in all. Every such value matches ``_FLOAT`` (``[+-]?`` then
+  ``[0-9]{1,30}\\.?[0-9]{0,30}`` or ``\\.[0-9]{1,30}``).
 - `fixed_datetimes`: every value has the layout of the first one (same length, the same non-digit bytes at
   the same places, digits elsewhere), that first value matches ``_DATETIME``, and the month, day, hour,
   minute, second and offset fields are in range at their places in every value. The regex then takes the
@@ -25,7 +26,7 @@ import numpy as np
 
 __all__ = ["fixed_datetimes", "plain_decimals"]
 
-_DIGIT0, _DIGIT9, _DOT = 48, 57, 46
+_DIGIT0, _DIGIT9, _DOT, _PLUS, _MINUS = 48, 57, 46, 43, 45
 _LAYOUT = re.compile(
     r"[0-9]{4}-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
     r"(?:[T ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2})(?:\.[0-9]{1,9})?)?"
@@ -60,10 +61,10 @@ def plain_decimals(arr: Any) -> bool:
     Examples
     --------
     >>> import pyarrow as pa
-    >>> plain_decimals(pa.array(["1.5", None, ".25", "7", "10."]))
+    >>> plain_decimals(pa.array(["1.5", None, "-.25", "7", "+10."]))
     True
-    >>> [plain_decimals(pa.array([v])) for v in ("1e5", ".", "1.2.3")]
-    [False, False, False]
+    >>> [plain_decimals(pa.array([v])) for v in ("1e5", ".", "1.2.3", "-", "1-2")]
+    [False, False, False, False, False]
     """
     got = _buffers(arr)
     if got is None or len(arr) == 0:
@@ -79,12 +80,18 @@ def plain_decimals(arr: Any) -> bool:
     start = int(offsets[0])
     seg = data[start : int(offsets[-1])]
     is_dot = seg == _DOT
-    if not (is_dot | ((seg >= _DIGIT0) & (seg <= _DIGIT9))).all():
+    is_sign = (seg == _PLUS) | (seg == _MINUS)
+    if not (is_dot | is_sign | ((seg >= _DIGIT0) & (seg <= _DIGIT9))).all():
         return False  # another byte somewhere (maybe in a null slot: then the regex decides)
     dots = np.concatenate(([0], np.cumsum(is_dot, dtype=np.int32)))
     rel = offsets.astype(np.int64) - start
     n_dots = dots[rel[1:]] - dots[rel[:-1]]
-    ok = (lengths <= 30) & (n_dots <= 1) & (lengths - n_dots >= 1)
+    signed = np.zeros(len(arr), dtype=bool)
+    nonempty = lengths > 0
+    signed[nonempty] = is_sign[rel[:-1][nonempty]]
+    if int(np.count_nonzero(is_sign)) != int(np.count_nonzero(signed)):
+        return False  # a sign that is not the first byte of its value
+    ok = (lengths <= 30) & (n_dots <= 1) & (lengths - n_dots - signed >= 1)
     return bool(ok.all() if valid is None else ok[valid].all())
 
 

@@ -21,13 +21,17 @@ def _regex_all(values: list[str | None], pattern: str) -> bool:
 
 
 def _plain(value: str) -> bool:
-    return (
-        1 <= len(value) <= 30 and set(value) <= set("0123456789.") and value.count(".") <= 1 and value != "."
-    )
+    body = value[1:] if value[:1] in ("+", "-") else value
+    digits = sum(c.isdigit() for c in body)
+    return len(value) <= 30 and set(body) <= set("0123456789.") and body.count(".") <= 1 and digits >= 1
 
 
 floats = st.lists(
-    st.one_of(st.none(), st.text(alphabet="0123456789.+-eE", min_size=1, max_size=34)),
+    st.one_of(
+        st.none(),
+        st.text(alphabet="0123456789.+-eE", min_size=1, max_size=34),
+        st.from_regex(r"[+-]?[0-9]{0,16}\.?[0-9]{0,16}", fullmatch=True).filter(bool),
+    ),
     min_size=1,
     max_size=30,
 )
