@@ -61,6 +61,33 @@ N_EM = 6
 K_COUNT, K_EPISODE, K_LATEST_T, K_LATEST_REF = range(4)
 
 
+def live_merge(block: str, fields: Sequence[str], reads: set[str]) -> tuple[str, tuple[str, ...]]:
+    """The statements of a merge `block` (``a_<f>``, ``b_<f>`` -> ``<f>``) that the fields in `reads` depend
+    on, and the accumulator fields they carry (in `fields` order). A field is carried when it is read, or
+    when a kept statement reads its ``a_``/``b_`` operand; each kept statement is unchanged (same
+    expressions, same order), so the carried fields get exactly the bits of the full merge."""
+    import ast
+
+    from storey.aggregations.kernels._codegen import names_in
+
+    stmts = ast.parse(block).body
+    carried = {f for f in fields if f in reads}
+    while True:
+        live = set(carried)
+        kept = []
+        for st in reversed(stmts):
+            stored = {n.id for n in ast.walk(st) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            if stored & live or not isinstance(st, ast.Assign):
+                kept.append(st)
+                live |= names_in(ast.unparse(st)) - (stored if isinstance(st, ast.Assign) else set())
+        more = carried | {f for f in fields if f"a_{f}" in live or f"b_{f}" in live}
+        if more == carried:
+            break
+        carried = more
+    code = "\n".join(ast.unparse(st) for st in reversed(kept))
+    return code, tuple(f for f in fields if f in carried)
+
+
 def _literal(value: Any) -> str:
     if isinstance(value, float):
         if value != value:
@@ -90,7 +117,14 @@ class AggShape:
         dtypes = {f: dt for _, k in self.kernels for f, dt in k.fields}
         self.i_fields = [f for f in self.row_fields if dtypes[f] == "i8"]
         self.f_fields = [f for f in self.row_fields if dtypes[f] == "f8"]
-        self.acc_fields = tuple(plan.fused.acc_fields)
+        emitted = {"count"} | {k for a in self.aggregations for k in get_aggregation(a).kernels}
+        self.acc_kernels = [(i, k) for i, k in self.kernels if k.name in emitted]
+        # the window folds carry only the fields some emitted result reads (e.g. not `m2` for `avg`): the
+        # merges of the others are never read, and the tiles (the state) still hold every field
+        reads = {"n"} | {f for a in self.aggregations for f in get_aggregation(a).reads}
+        self.fold_merge, self.acc_fields = live_merge(
+            _merge_block(self.acc_kernels), tuple(plan.fused.acc_fields), reads
+        )
         self.capped = plan.cap is not None
         # an emitted count always goes through the capped sum Σ min(cap, n) (§5.3): without `max_value` the
         # int cap is 2**62, so the sum is exactly Σ n (one compiled shape for both); a float cap makes the
@@ -105,8 +139,6 @@ class AggShape:
         self.af = [f for f in self.acc_fields if dtypes[f] == "f8"]
         if self.capped_count:
             (self.af if self.float_count else self.ai).append("_cc")
-        emitted = {"count"} | {k for a in self.aggregations for k in get_aggregation(a).kernels}
-        self.acc_kernels = [(i, k) for i, k in self.kernels if k.name in emitted]
         self.empty = dict(zip(self.row_fields, plan.fused.empty_row, strict=True))
         # output columns: (aggregation index, window) -> ('i' | 'f', column)
         self.int_out: list[tuple[int, int]] = []
@@ -262,7 +294,7 @@ for w in range({self.n_windows}):
 
     def eval_body(self) -> str:
         """Features of key ``kid`` as of a time in tile ``k`` into output row ``j`` (§5.3); ``present``."""
-        merge = _merge_block(self.acc_kernels)
+        merge = self.fold_merge
         rebind = "\n".join(f"a_{f} = {f}" for f in self.acc_fields)
         contrib = "(CCAP if {n} > CCAP else {n})"
         cc = self.capped_count
