@@ -500,8 +500,10 @@ if pos + 8 < n:
     k2 = kid_arr[pos + 8]
     b2 = hd[k2, {BASE_}]
     if b2 >= 0:
-        e2 = b2 + hd[k2, {START_}] + hd[k2, {LEN_}]
-        if e2 > b2:
+        s2 = b2 + hd[k2, {START_}]
+        e2 = s2 + hd[k2, {LEN_}]
+        if e2 > s2:
+            prefetch(pk, s2)
             prefetch(pk, e2 - 1)
             prefetch(wi, (e2 - 1) * wi.shape[1]){wf_new if floats else ""}
             if ci[k2, {w}, {CI_VALID}] == 1:

@@ -134,17 +134,21 @@ class _AggState:
         cf[:old] = self.cf
         self.cf = cf
 
-    def grow_pool(self, n: int) -> None:
+    def grow_pool(self, n: int, used: int | None = None) -> None:
+        """At least `n` tile rows. The first `used` rows (every allocated block lies below the pool's end,
+        ``tops[a, 0]``; default: all rows) are copied; the reserved rows after them stay untouched (no memory
+        until used)."""
         old = len(self.pk)
         if n <= old:
             return
         n = max(n, 2 * old)  # geometric: each growth copies the pool once
+        m = old if used is None else min(int(used), old)
         pk = np.empty(n, dtype=np.int64)
-        pk[:old] = self.pk
+        pk[:m] = self.pk[:m]
         wi = np.empty((n, self.wi.shape[1]), dtype=np.int64)
-        wi[:old] = self.wi
+        wi[:m] = self.wi[:m]
         wf = np.empty((n, self.wf.shape[1]), dtype=np.float64)
-        wf[:old] = self.wf
+        wf[:m] = self.wf[:m]
         self.pk, self.wi, self.wf = pk, wi, wf
 
     def install(self, kid: int, st: KeyState, tops: np.ndarray, a: int) -> None:
@@ -157,7 +161,7 @@ class _AggState:
             return
         cap = _pow2(max(n + 1, _SEG0))
         base = int(tops[a, 0])
-        self.grow_pool(max(2 * len(self.pk), base + cap + self.maxseg))
+        self.grow_pool(max(2 * len(self.pk), base + cap + self.maxseg), base)
         tops[a, 0] = base + cap
         self.pk[base : base + n] = st.keys
         fields = self.shape.row_fields
@@ -257,9 +261,9 @@ class CompiledEngine:
             self.seen = seen
             self._first = np.full(cap, -1, dtype=np.int64)
             self._last = np.empty(cap, dtype=np.int64)
-        for st in self.aggs:  # reserve room for many tiles per key: untouched pages cost no memory, and
-            # fewer pool growths mean fewer copies
-            st.grow_pool(max(len(st.pk), min(16 * _SEG0 * n_keys, 1 << 26) + 2 * st.maxseg))
+        for a, st in enumerate(self.aggs):  # reserve room for many tiles per key: untouched pages cost no
+            # memory, and fewer pool growths mean fewer copies
+            st.grow_pool(max(len(st.pk), min(16 * _SEG0 * n_keys, 1 << 26) + 2 * st.maxseg), self.tops[a, 0])
         self.n_keys = n_keys
 
     def install(self, kid: int, states: list[KeyState]) -> None:
@@ -362,7 +366,7 @@ class CompiledEngine:
                 break
             if status == cg.NEED_POOL:
                 st = self.aggs[int(ctr[cg.C_ARG])]
-                st.grow_pool(4 * len(st.pk) + st.maxseg)
+                st.grow_pool(4 * len(st.pk) + st.maxseg, self.tops[int(ctr[cg.C_ARG]), 0])
                 continue
             if status == cg.NEED_OUT:
                 parts.append(self._collect(outs, common, int(ctr[cg.C_OUT])))
@@ -407,7 +411,7 @@ class CompiledEngine:
         return self._step_run
 
     def _call_grouped(self, batch: Batch, first_row: int) -> Emissions:
-        from storey.frames._group import gather, max_events_mask, scatter
+        from storey.frames._group import gather, inverse, max_events_mask, ungroup
 
         n = batch.n
         order = self._group(batch)
@@ -418,6 +422,7 @@ class CompiledEngine:
         if kind == POLICY_MAX:
             max_events_mask(order, batch.kids, batch.times, first_row, self.ek, int(self.policy[1]), emitted)
         any_emitted = all_emitted or bool(emitted.any())
+        inv = inverse(order) if any_emitted else order
         # the grouped loops read their inputs and write their outputs in key-grouped order (sequentially);
         # the outputs go back to arrival order at the end
         kids = gather(batch.kids, order)
@@ -452,11 +457,11 @@ class CompiledEngine:
                 )  # fmt: skip
                 if int(ctr[cg.C_STATUS]) != cg.NEED_POOL:
                     break
-                st.grow_pool(4 * len(st.pk) + st.maxseg)
+                st.grow_pool(4 * len(st.pk) + st.maxseg, self.tops[a, 0])
             if any_emitted:
-                scatter(oi_g, order, oi)
-                scatter(of_g, order, of)
-                scatter(pr_g, order, pr.reshape(1, n))
+                ungroup(oi_g, inv, oi)
+                ungroup(of_g, inv, of)
+                ungroup(pr_g, inv, pr.reshape(1, n))
             return int(ctr[cg.C_SKIPPED])
 
         skipped = _map(run_one, jobs, n)

@@ -10,7 +10,7 @@ import numpy as np
 
 from storey.frames._codegen import njit
 
-__all__ = ["gather", "group_rows", "max_events_mask", "scatter"]
+__all__ = ["gather", "group_rows", "inverse", "max_events_mask", "ungroup"]
 
 
 def _group_rows(
@@ -81,14 +81,20 @@ def _gather(src: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
         out[pos] = src[order[pos]]
 
 
-def _scatter(src: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
+def _inverse(order: np.ndarray, out: np.ndarray) -> None:
+    for pos in range(order.shape[0]):
+        out[order[pos]] = pos
+
+
+def _ungroup(src: np.ndarray, inv: np.ndarray, out: np.ndarray) -> None:
     for c in range(src.shape[0]):
-        for pos in range(order.shape[0]):
-            out[c, order[pos]] = src[c, pos]
+        for i in range(inv.shape[0]):
+            out[c, i] = src[c, inv[i]]
 
 
 _compiled_gather = None
-_compiled_scatter = None
+_compiled_inverse = None
+_compiled_ungroup = None
 
 
 def gather(src: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -102,13 +108,24 @@ def gather(src: np.ndarray, order: np.ndarray) -> np.ndarray:
     return out
 
 
-def scatter(src: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
-    """``out[:, order] = src``: rows of outputs computed in key-grouped order back to arrival order (`src` and
-    `out` are 2-D, one row per output column)."""
-    global _compiled_scatter
-    if _compiled_scatter is None:
-        _compiled_scatter = njit(_scatter)
-    _compiled_scatter(src, order, out)
+def inverse(order: np.ndarray) -> np.ndarray:
+    """The inverse permutation of `order`: the grouped position of each row."""
+    global _compiled_inverse
+    if _compiled_inverse is None:
+        _compiled_inverse = njit(_inverse)
+    out = np.empty(order.shape[0], dtype=np.int64)
+    _compiled_inverse(order, out)
+    return out
+
+
+def ungroup(src: np.ndarray, inv: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, i] = src[:, inv[i]]``: outputs computed in key-grouped order back in arrival order (`src` and
+    `out` are 2-D, one row per output column; `inv` from `inverse`). A gather, not a scatter: random reads
+    overlap, random writes would not."""
+    global _compiled_ungroup
+    if _compiled_ungroup is None:
+        _compiled_ungroup = njit(_ungroup)
+    _compiled_ungroup(src, inv, out)
 
 
 def _max_events_mask(
