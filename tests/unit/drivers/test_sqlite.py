@@ -15,8 +15,9 @@ from storey.drivers import SQLiteDriver
 from storey.errors import SQLiteError
 
 
-def storey_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("storey-sqlite")]
+def storey_threads(path: Path) -> list[threading.Thread]:
+    """The live connection threads of the drivers on `path` (other tests' drivers may still be stopping)."""
+    return [t for t in threading.enumerate() if t.name == f"storey-sqlite {path}"]
 
 
 async def test_layout_matches_the_spec(tmp_path: Path) -> None:
@@ -50,16 +51,17 @@ async def test_memory_database_is_private_and_survives_close() -> None:
 
 
 async def test_file_connection_lives_in_one_thread_that_close_stops(tmp_path: Path) -> None:
-    before = len(storey_threads())
-    driver = SQLiteDriver(tmp_path / "s.db")
+    path = tmp_path / "s.db"
+    driver = SQLiteDriver(path)
+    assert storey_threads(path) == []
     await driver.save_key("t", "k", {"a": 1})
-    assert len(storey_threads()) == before + 1
+    assert len(storey_threads(path)) == 1
     await driver.close()
     for _ in range(200):
-        if len(storey_threads()) == before:
+        if not storey_threads(path):
             break
         await asyncio.sleep(0.005)
-    assert len(storey_threads()) == before
+    assert storey_threads(path) == []
     assert await driver.load_key("t", "k") == {"a": 1}  # reopened lazily
     await driver.close()
 
