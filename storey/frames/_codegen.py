@@ -475,8 +475,8 @@ if k >= hd[kid, {M_}] - ip[{IP_N1}]:
     def prefetch_ahead(self) -> str:
         """Prefetch hints for the state of the keys a few rows ahead in the grouped loop (a batch visits each
         key for a few rows, and its state is then rarely in cache): the key's header and cached folds 16 rows
-        ahead; 8 rows ahead (its header is then cached), its newest tile and the largest window's first
-        tile (where the fold starts)."""
+        ahead; 8 rows ahead (its header is then cached), its oldest and newest tiles, and on its first row
+        the tiles from the largest window's cached start on (which its folds read)."""
         w = self.n_windows - 1
         floats = bool(self.f_fields)  # a count-only shape has no float columns (nor cached float folds)
         cf_lines = (
@@ -489,7 +489,10 @@ if k >= hd[kid, {M_}] - ip[{IP_N1}]:
             "\n            prefetch(wf, (e2 - 1) * wf.shape[1])"
             "\n            prefetch(wf, e2 * wf.shape[1])"  # the next row: where a new tile goes
         )
-        wf_first = "\n                    prefetch(wf, f2 * wf.shape[1])"
+        wf_first = (
+            "\n                for x in range(f2 * wf.shape[1], e2 * wf.shape[1], 8):"
+            "\n                    prefetch(wf, x)"
+        )
         return f"""if pos + 16 < n:
     k2 = kid_arr[pos + 16]
     prefetch(hd, k2 * {N_HD})
@@ -506,11 +509,13 @@ if pos + 8 < n:
             prefetch(pk, s2)
             prefetch(pk, e2 - 1)
             prefetch(wi, (e2 - 1) * wi.shape[1]){wf_new if floats else ""}
-            if ci[k2, {w}, {CI_VALID}] == 1:
-                f2 = ci[k2, {w}, {CI_PFIRST}]
-                if f2 >= b2 and f2 < e2:
-                    prefetch(pk, f2)
-                    prefetch(wi, f2 * wi.shape[1]){wf_first if floats else ""}"""
+            if ci[k2, {w}, {CI_VALID}] == 1 and kid_arr[pos + 7] != k2:
+                # a key's first row: the tiles from the largest window's cached start to the newest
+                f2 = max(ci[k2, {w}, {CI_PFIRST}], s2)
+                for x in range(f2, e2, 8):
+                    prefetch(pk, x)
+                for x in range(f2 * wi.shape[1], e2 * wi.shape[1], 8):
+                    prefetch(wi, x){wf_first if floats else ""}"""
 
     # -- the per-aggregator module ------------------------------------------------------------------------
     def module_source(self) -> str:
