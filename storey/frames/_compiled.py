@@ -240,6 +240,7 @@ class CompiledEngine:
         self._last = np.empty(16, dtype=np.int64)
         self.metrics = {"events": 0, "late_events": 0, "skipped_values": 0}
         self._ones = np.ones(0, dtype=bool)
+        self._gbufs: dict[int, list[np.ndarray]] = {}
 
     # ---------------------------------------------------------------------------------- key state
     def add_keys(self, n_keys: int) -> None:
@@ -445,9 +446,7 @@ class CompiledEngine:
             flt = batch.filters[a]
             flt = self._ones[:n] if flt is None else gather(flt, order)
             args = (n, kids, times, tk, gather(batch.values[a], order), gather(batch.status[a], order), flt)
-            oi_g = np.empty_like(oi)
-            of_g = np.empty_like(of)
-            pr_g = np.empty((1, n), dtype=np.bool_)
+            oi_g, of_g, pr_g = self._grouped_buffers(a, oi, of, n)
             ctr = np.zeros(cg.N_CTR, dtype=np.int64)
             grouped = self.modules[a].grouped
             while True:
@@ -480,6 +479,18 @@ class CompiledEngine:
             [f[idx] for f in em.features],
             [p[idx] for p in em.present],
         )
+
+    def _grouped_buffers(self, a: int, oi: np.ndarray, of: np.ndarray, n: int) -> tuple[Any, Any, Any]:
+        """Aggregator `a`'s outputs in key-grouped order: C-contiguous views of scratch buffers reused across
+        batches (fresh pages would cost a fault each)."""
+        shapes = ((oi.shape[0], np.int64), (of.shape[0], np.float64), (1, np.bool_))
+        bufs = self._gbufs.get(a)
+        if bufs is None or len(bufs[2]) < n:
+            size = max(n, 2 * len(bufs[2])) if bufs is not None else n
+            bufs = [np.empty(rows * size, dtype=dt) for rows, dt in shapes]
+            self._gbufs[a] = bufs
+        oi_g, of_g, pr_g = (b[: rows * n].reshape(rows, n) for b, (rows, _) in zip(bufs, shapes, strict=True))
+        return oi_g, of_g, pr_g
 
     def finish(self) -> Emissions:
         out, _ = self._call(None, 0, True)
