@@ -137,3 +137,26 @@ def test_live_merge_keeps_the_bits_of_the_read_fields(kernel_names, data):
     exec(code, {"float": float, "math": math}, reduced)
     for f in carried:
         assert _bits(reduced[f]) == _bits(full[f]), f
+
+
+def test_grouped_on_threads_equals_one_thread(monkeypatch):
+    """Aggregators run on threads for large batches (each with its own state, gathers and scratch outputs):
+    the same table as one thread, and as the reference engine."""
+    table = _events(7, 12_000, 1_500)
+    aggs = [
+        FieldAggregator("p", "x", ["avg", "min", "max"], SlidingWindows(["1h", "2h", "24h"], "10m")),
+        FieldAggregator("c", "x", ["count"], SlidingWindows(["1h", "2h", "24h"], "10m")),
+        FieldAggregator(
+            "f", "s", ["count"], SlidingWindows(["1h"], "10m"), aggr_filter=FieldEquals("s", "fail")
+        ),
+    ]
+    outs = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("STOREY_FRAMES_THREADS", threads)
+        outs.append(
+            _aggregate(table, aggs, key="k", time_field="t", implementation="compiled", batch_size=8192)
+        )
+    assert_tables_equal(*outs)
+    head = table.slice(0, 5000)
+    ref = _aggregate(head, aggs, key="k", time_field="t", implementation="reference", batch_size=8192)
+    assert_tables_equal(ref, outs[1].slice(0, 5000))
