@@ -19,6 +19,7 @@ Measured, each in a fresh subprocess (end to end: read + compute + materialise; 
 Usage::
 
     .venv/bin/python -m benchmarks.bench_frames                 # everything (takes a few minutes)
+    .venv/bin/python -m benchmarks.bench_frames --repeat 3      # best of 3 fresh-process runs per engine
     .venv/bin/python -m benchmarks.bench_frames --skip-peers --skip-upstream --big-n 0
 """
 
@@ -201,6 +202,11 @@ def _print(rows: list[dict[str, Any]], ours: float | None) -> None:
         )
 
 
+def _best(run: Any, repeat: int) -> dict[str, Any]:
+    """The fastest of `repeat` runs (each in a fresh process: this 2-core VM varies a lot between runs)."""
+    return max((run() for _ in range(max(1, repeat))), key=lambda r: r["events_per_s"])
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_child":
@@ -221,6 +227,12 @@ def main(argv: list[str] | None = None) -> None:
         "--big-n", type=int, default=10_000_000, help="rows of the output= backfill (0: skip)"
     )
     parser.add_argument("--labels", type=int, default=100_000, help="labels of the as_of run (0: skip)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="fresh-process runs of storey.frames and each peer; the best counts",
+    )
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--skip-upstream", action="store_true")
     ns = parser.parse_args(argv)
@@ -240,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for path in (parquet, csv):
         for threads in (1, None):
-            rows.append(run_frames(path, threads=threads))
+            rows.append(_best(lambda p=path, t=threads: run_frames(p, threads=t), ns.repeat))
     ours = max(r["events_per_s"] for r in rows if r["format"] == "parquet" and r["threads"] == "1")
     if not ns.skip_peers:
         from benchmarks._peers import PEERS, run_peer
@@ -249,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             for threads in (1, None):
                 for name in PEERS:
                     try:
-                        r = run_peer(name, path, threads=threads)
+                        r = _best(lambda n=name, p=path, t=threads: run_peer(n, p, threads=t), ns.repeat)
                     except Exception as exc:
                         print(f"peer {name} on {path.name} failed: {exc}")
                         continue
