@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from storey.sources._csvparse import same_layout
+
 __all__ = ["fixed_datetimes", "plain_decimals"]
 
 _DIGIT0, _DIGIT9, _DOT, _PLUS, _MINUS = 48, 57, 46, 43, 45
@@ -121,11 +123,8 @@ def fixed_datetimes(arr: Any) -> bool:
     if match is None:
         return False
     template = rows[0]
-    digit = (template >= _DIGIT0) & (template <= _DIGIT9)
-    lo = np.where(digit, _DIGIT0, template).astype(np.uint8)
-    span = np.where(digit, _DIGIT9 - _DIGIT0, 0).astype(np.uint8)
-    if not ((rows - lo) <= span).all():  # uint8 wraps: a byte below `lo` becomes large
-        return False  # a byte differs from the template, or a digit place holds a non-digit
+    if not same_layout(rows, (template >= _DIGIT0) & (template <= _DIGIT9)):
+        return False  # a byte differs from the first value's, or a digit place holds a non-digit
     fields = [(match.start(f), bounds) for f, bounds in _RANGES.items() if match.start(f) >= 0]
     places = [p for a, _ in fields for p in (a, a + 1)]
     pairs = np.ascontiguousarray(rows[:, places]).view(">u2")  # two digits per field, compared as text

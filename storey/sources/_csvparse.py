@@ -747,13 +747,11 @@ def _fixed_layout_ns(col: Sequence[str]) -> tuple[list[int] | None, str] | None:
     a = np.frombuffer(raw, np.uint8).reshape(n, width)
     frac = len(m.group("frac") or ".") - 1
     digit_cols = _DATE_TIME_DIGITS + list(range(20, 20 + frac))
-    fixed = [c for c in range(width) if c not in digit_cols]
-    if not (a[:, fixed] == a[0, fixed]).all():
+    digit = np.zeros(width, dtype=bool)
+    digit[digit_cols] = True
+    if not same_layout(a, digit):
         return None
-    d = a[:, digit_cols]
-    if ((d < 48) | (d > 57)).any():
-        return None
-    d = d.astype(np.int64) - 48
+    d = a[:, digit_cols].astype(np.int64) - 48
     year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
     days = _days_from_civil(year, d[:, 4] * 10 + d[:, 5], d[:, 6] * 10 + d[:, 7])
     tail = m.group("tail") or ""
@@ -770,6 +768,21 @@ def _fixed_layout_ns(col: Sequence[str]) -> tuple[list[int] | None, str] | None:
         micros = micros * 10 + d[:, 14 + k]
     micros *= 10 ** (6 - frac)
     return (seconds * 1_000_000_000 + micros * 1000).tolist(), tail
+
+
+def same_layout(rows: np.ndarray, digit: np.ndarray) -> bool:
+    """Whether every row of the ``uint8`` matrix `rows` (one fixed-width value per row) holds an ASCII digit
+    where `digit` is set and the first row's byte everywhere else.
+
+    Examples
+    --------
+    >>> rows = np.frombuffer(b"12:3456:78", np.uint8).reshape(2, 5)
+    >>> same_layout(rows, np.array([True, True, False, True, True]))
+    True
+    """
+    lo = np.where(digit, 48, rows[0]).astype(np.uint8)
+    span = np.where(digit, 9, 0).astype(np.uint8)
+    return bool(((rows - lo) <= span).all())  # uint8 wraps: a byte below `lo` becomes large
 
 
 def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
