@@ -30,29 +30,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from benchmarks._data import events_path, streaming_events
+from benchmarks._repeat import shortest
 
 PERIOD_NS = 600 * 10**9
 SPANS = (5, 11, 143)
 """Closed tiles before the current one in the 1h, 2h and 24h windows of period 10m."""
 STRING_COLUMNS = ["key", "activity_status"]
-
-
-def best(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
-    """The shortest of `repeat` runs of `fn` (seconds), and its last result."""
-    out = None
-    shortest = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        shortest = min(shortest, time.perf_counter() - t0)
-    return shortest, out
 
 
 # -- bodies (#2) -------------------------------------------------------------------------------------
@@ -107,7 +96,7 @@ def _pipeline(batches: Callable[[], Any], build: Callable[[list[Any]], list[Any]
 def _stages(batches: Callable[[], Any], build: Callable[[list[Any]], list[Any]]) -> dict[str, float]:
     """Seconds of each stage of `_pipeline`: the difference between running up to it and up to the one
     before (best of 3 each)."""
-    total = [best(lambda s=s: _pipeline(batches, build, s))[0] for s in range(4)]
+    total = [shortest(lambda s=s: _pipeline(batches, build, s))[0] for s in range(4)]
     parts = [total[0], *(b - a for a, b in itertools.pairwise(total))]
     return dict(zip(("decode", "to_python", "bodies", "call"), parts, strict=True))
 
@@ -228,12 +217,12 @@ def fold_floor(parquet: str) -> dict[str, float]:
     out = np.zeros((n, 9))
     seg_key, seg_tile = keys[starts], tiles[starts]
     fold(seg_of_event, seg_key, seg_tile, mean, cnt, lo, hi, out)  # compile, touch `out`
-    t_sorted, merges = best(lambda: fold(seg_of_event, seg_key, seg_tile, mean, cnt, lo, hi, out))
-    t_arrival, _ = best(lambda: fold(arrival, seg_key, seg_tile, mean, cnt, lo, hi, out))
+    t_sorted, merges = shortest(lambda: fold(seg_of_event, seg_key, seg_tile, mean, cnt, lo, hi, out))
+    t_arrival, _ = shortest(lambda: fold(arrival, seg_key, seg_tile, mean, cnt, lo, hi, out))
     pf = pq.ParquetFile(parquet, read_dictionary=STRING_COLUMNS)
     cols = ["key", "time", "click", "purchase_amount", "activity_status"]
-    t_dec1, _ = best(lambda: list(pf.iter_batches(batch_size=65_536, columns=cols, use_threads=False)))
-    t_dec2, _ = best(lambda: pq.read_table(parquet, columns=cols, read_dictionary=STRING_COLUMNS))
+    t_dec1, _ = shortest(lambda: list(pf.iter_batches(batch_size=65_536, columns=cols, use_threads=False)))
+    t_dec2, _ = shortest(lambda: pq.read_table(parquet, columns=cols, read_dictionary=STRING_COLUMNS))
     return {
         "events": n,
         "merges_per_event": merges / n,
@@ -261,7 +250,7 @@ def event_floor(n: int) -> dict[str, float]:
             controller.emit(body)
         return controller.terminate(wait=True)
 
-    t_runtime, _ = best(runtime)
+    t_runtime, _ = shortest(runtime)
     events = [Event(body) for body in rows]
 
     def reads() -> float:
@@ -275,7 +264,7 @@ def event_floor(n: int) -> dict[str, float]:
             total += t + len(key)
         return total
 
-    t_reads, _ = best(reads)
+    t_reads, _ = shortest(reads)
     names = [f"f{i}" for i in range(13)]
     values = [float(i) for i in range(13)]
 
@@ -290,7 +279,7 @@ def event_floor(n: int) -> dict[str, float]:
             count += len(out.body)
         return count
 
-    t_out, _ = best(outputs)
+    t_out, _ = shortest(outputs)
     return {"events": n, "runtime": t_runtime, "reads": t_reads, "outputs": t_out}
 
 

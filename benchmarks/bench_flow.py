@@ -26,10 +26,10 @@ import argparse
 import json
 import resource
 import time
-from collections.abc import Callable
 from typing import Any
 
 from benchmarks._data import events_path
+from benchmarks._repeat import fastest_run
 from benchmarks._upstream import upstream_flow_emit, upstream_read_csv, upstream_read_parquet
 
 
@@ -88,11 +88,6 @@ def storey_read(kind: str, path: str, cold: bool = False) -> dict[str, Any]:
     return _rate(rows, time.perf_counter() - start)
 
 
-def _best(run: Callable[[], dict[str, Any]], repeat: int) -> dict[str, Any]:
-    """The fastest of `repeat` runs (this 2-core machine is noisy; both engines get the same treatment)."""
-    return max((run() for _ in range(repeat)), key=lambda r: r["events_per_s"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -110,15 +105,15 @@ def main() -> None:
     csv = str(events_path(args.events, "csv"))
     repeat = max(1, args.repeat)
     results: dict[str, dict[str, dict[str, Any]]] = {
-        "emit": {"storey": _best(lambda: storey_emit(args.events), repeat)},
-        "csv": {"storey": _best(lambda: storey_read("csv", csv, args.cold), repeat)},
-        "parquet": {"storey": _best(lambda: storey_read("parquet", parquet, args.cold), repeat)},
+        "emit": {"storey": fastest_run(lambda: storey_emit(args.events), repeat)},
+        "csv": {"storey": fastest_run(lambda: storey_read("csv", csv, args.cold), repeat)},
+        "parquet": {"storey": fastest_run(lambda: storey_read("parquet", parquet, args.cold), repeat)},
     }
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if not args.no_upstream:
-        results["emit"]["upstream"] = _best(lambda: upstream_flow_emit(args.upstream_events), repeat)
-        results["csv"]["upstream"] = _best(lambda: upstream_read_csv(csv), repeat)
-        results["parquet"]["upstream"] = _best(lambda: upstream_read_parquet(parquet), repeat)
+        results["emit"]["upstream"] = fastest_run(lambda: upstream_flow_emit(args.upstream_events), repeat)
+        results["csv"]["upstream"] = fastest_run(lambda: upstream_read_csv(csv), repeat)
+        results["parquet"]["upstream"] = fastest_run(lambda: upstream_read_parquet(parquet), repeat)
     print(f"{'path':8} {'engine':9} {'events':>10} {'seconds':>8} {'events/s':>12} {'ratio':>7}")
     for path, by_engine in results.items():
         up = by_engine.get("upstream", {}).get("events_per_s")

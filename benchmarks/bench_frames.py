@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._repeat import fastest_run
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 
@@ -202,11 +204,6 @@ def _print(rows: list[dict[str, Any]], ours: float | None) -> None:
         )
 
 
-def _best(run: Any, repeat: int) -> dict[str, Any]:
-    """The fastest of `repeat` runs (each in a fresh process: this 2-core VM varies a lot between runs)."""
-    return max((run() for _ in range(max(1, repeat))), key=lambda r: r["events_per_s"])
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_child":
@@ -252,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for path in (parquet, csv):
         for threads in (1, None):
-            rows.append(_best(lambda p=path, t=threads: run_frames(p, threads=t), ns.repeat))
+            rows.append(fastest_run(lambda p=path, t=threads: run_frames(p, threads=t), ns.repeat))
     ours = max(r["events_per_s"] for r in rows if r["format"] == "parquet" and r["threads"] == "1")
     if not ns.skip_peers:
         from benchmarks._peers import PEERS, run_peer
@@ -261,7 +258,9 @@ def main(argv: list[str] | None = None) -> None:
             for threads in (1, None):
                 for name in PEERS:
                     try:
-                        r = _best(lambda n=name, p=path, t=threads: run_peer(n, p, threads=t), ns.repeat)
+                        r = fastest_run(
+                            lambda n=name, p=path, t=threads: run_peer(n, p, threads=t), ns.repeat
+                        )
                     except Exception as exc:
                         print(f"peer {name} on {path.name} failed: {exc}")
                         continue
