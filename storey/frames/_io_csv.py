@@ -192,14 +192,20 @@ def _parser_batches(ctx: _Context, path: str, already: int) -> Iterator[InputBat
     parser = ctx.parser
     before = list(parser.kinds)
     row = 0
-    for cb in parser.read(path, ctx.storage_options):
-        after = list(parser.kinds)
-        start = min(already - row, len(cb)) if row < already else 0
-        pieces = _pieces_from_parser(ctx, cb, before, after, start)
-        for piece_start, rb, time_ns in pieces:
-            yield from _bounded(ctx, path, rb, row + piece_start, cb.lines[piece_start:], time_ns)
-        row += len(cb)
-        before = after
+    try:
+        for cb in parser.read(path, ctx.storage_options):
+            after = list(parser.kinds)
+            start = min(already - row, len(cb)) if row < already else 0
+            pieces = _pieces_from_parser(ctx, cb, before, after, start)
+            for piece_start, rb, time_ns in pieces:
+                yield from _bounded(ctx, path, rb, row + piece_start, cb.lines[piece_start:], time_ns)
+            row += len(cb)
+            before = after
+    except Exception:
+        skips = ctx.take_skips()
+        if skips:  # rows skipped before the error are counted (as `ReadCSV` counts them), then it is raised
+            yield _empty(ctx, path, row, skips)
+        raise
     skips = ctx.take_skips()
     if skips:
         yield _empty(ctx, path, row, skips)
@@ -435,7 +441,10 @@ def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np
     pc = require("pyarrow.compute")
     parser = ctx.parser
     table = _split(block, len(parser.names or []))
-    if _blank_line(pc, table, block):
+    strings = [table.column(j).combine_chunks() for j in range(table.num_columns)]
+    lengths = [pc.binary_length(col) for col in strings]
+    empties = [pc.equal(ln, 0) for ln in lengths]
+    if _blank_line(pc, empties, block):
         raise _Fallback
     n = table.num_rows
     if n != block.count(b"\n") + (0 if block.endswith(b"\n") else 1):
@@ -443,8 +452,8 @@ def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np
     kinds = list(parser.kinds)
     limit = csv.field_size_limit()
     columns: list[_Typed] = []
-    for j in range(table.num_columns):
-        typed = _typed_column(pa, pc, kinds[j], table.column(j).combine_chunks(), limit)
+    for j, col in enumerate(strings):
+        typed = _typed_column(pa, pc, kinds[j], col, lengths[j], empties[j], limit)
         kinds[j] = typed.kind
         columns.append(typed)
     index = {name: j for j, name in enumerate(parser.names or [])}
@@ -462,14 +471,16 @@ def _convert_block(ctx: _Context, block: bytes) -> tuple[list[tuple[int, Any, np
     return pieces, n
 
 
-def _blank_line(pc: Any, table: Any, block: bytes) -> bool:
-    """Whether the block has a blank line. Arrow reads one as a row of empty fields, so the block is
-    searched (a slow search, as line ends are frequent) only when such a row exists."""
-    empty = None
-    for col in table.columns:
-        e = pc.equal(pc.binary_length(col), 0)
-        empty = e if empty is None else pc.and_(empty, e)
-    if empty is None or not pc.any(empty).as_py():
+def _blank_line(pc: Any, empties: list[Any], block: bytes) -> bool:
+    """Whether the block has a blank line. Arrow reads one as a row of empty fields (`empties`: per column,
+    which fields are empty), so the block is searched (a slow search, as line ends are frequent) only when
+    such a row exists."""
+    if not empties:
+        return False
+    empty = empties[0]
+    for e in empties[1:]:
+        empty = pc.and_(empty, e)
+    if not pc.any(empty).as_py():
         return False
     return b"\n\n" in block
 
@@ -529,13 +540,14 @@ class _Typed:
             raise _Fallback from None
 
 
-def _typed_column(pa: Any, pc: Any, kind: str | None, col: Any, limit: int) -> _Typed:
-    """A string column converted with the parser's rules for its kind, or `_Fallback`."""
+def _typed_column(
+    pa: Any, pc: Any, kind: str | None, col: Any, lengths: Any, empty: Any, limit: int
+) -> _Typed:
+    """A string column converted with the parser's rules for its kind, or `_Fallback` (`lengths`: its values'
+    byte lengths, `empty`: which are empty)."""
     n = len(col)
-    lengths = pc.binary_length(col)
     if n and pc.max(lengths).as_py() > limit:
         raise _Fallback  # the csv module rejects fields longer than csv.field_size_limit()
-    empty = pc.equal(lengths, 0)
     n_empty = n - pc.count(pc.if_else(empty, None, lengths)).as_py()  # an integer count of empty fields
     if n_empty:
         col = pc.if_else(empty, pa.scalar(None, pa.string()), col)
