@@ -2,7 +2,10 @@
 
 Reader sources (`ReadCSV`, `ReadParquet`, `DataframeSource`) hand the runtime one `EventBatch` per chunk of
 rows instead of a list of `Event` objects. A batch holds the bodies, and per source row the key, time (int
-ns), origin and id; the `Event` of a row is only built when a step needs it (`event`, `events`). Steps that
+ns), origin and id; the `Event` of a row is only built when a step needs it (`event`, `events`). Events
+emitted through a controller travel the same lane (`EventBatch.of_events`): there the source rows are the
+emitted `Event` objects themselves, and a row's event is a shallow copy of its emitted event (sharing its
+lazily drawn id) with the new body; an untouched batch hands on the emitted events themselves. Steps that
 can work on bodies alone (`Map`, `Filter`, `FlatMap`, `Reduce` with sync functions and ``full_event=False``)
 override `Flow._do_batch`; every other step receives the materialised events one by one, exactly as on the
 per-event path.
@@ -20,13 +23,19 @@ Examples
 >>> odd = batch.derive(["B"], [1])
 >>> odd.event(0).body, odd.event(0).origin
 ('B', ('f.csv', 3))
+>>> batch.keys(), batch.times_ns()
+(['k1', 'k2'], [0, 1000])
+>>> emitted = EventBatch.of_events([Event("x", key="k", time=0)])
+>>> doubled = emitted.derive(["y", "z"], [0, 0])
+>>> [(e.body, e.key, e.time_ns) for e in doubled.events()], doubled.event(0).id == doubled.event(1).id
+([('y', 'k', 0), ('z', 'k', 0)], True)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import repeat
-from operator import length_hint
+from operator import attrgetter, length_hint
 from typing import Any
 
 from storey._time import now_ns
@@ -35,6 +44,10 @@ from storey.event import Event, _LazyId
 __all__ = ["EventBatch", "last_index"]
 
 _from_ns = Event._from_ns
+_copy_event = Event.__copy__
+_body_of = attrgetter("body")
+_key_of = attrgetter("key")
+_time_ns_of = attrgetter("time_ns")
 
 
 def last_index(it: Iterator[Any], items: list[Any]) -> int:
@@ -92,6 +105,115 @@ class _Rows:
         if self.shared is None:
             self.shared = [None] * len(self.positions)
 
+    def key(self, r: int) -> Any:
+        """The key of row `r`."""
+        return None if self.keys is None else self.keys[r]
+
+    def time_ns(self, r: int) -> int:
+        """The time of row `r` in epoch ns."""
+        t = self.times_ns
+        return t if type(t) is int else t[r]  # type: ignore[index]
+
+    def keys_of(self, batch: EventBatch) -> list[Any]:
+        rows = batch.rows
+        keys = self.keys
+        if keys is None:
+            return [None] * len(batch.bodies)
+        if rows is None:
+            return list(keys[: len(batch.bodies)])
+        return [keys[r] for r in rows[: len(batch.bodies)]]
+
+    def times_ns_of(self, batch: EventBatch) -> list[int]:
+        rows = batch.rows
+        t = self.times_ns
+        if type(t) is int:
+            return [t] * len(batch.bodies)
+        if rows is None:
+            return list(t[: len(batch.bodies)])  # type: ignore[index]
+        return [t[r] for r in rows[: len(batch.bodies)]]  # type: ignore[index]
+
+    def events_of(self, batch: EventBatch) -> list[Event]:
+        if batch.rows is not None or self.shared is not None or self.ids is not None:
+            event = self.event
+            rows = batch.rows
+            if rows is None:
+                return [event(b, r) for r, b in enumerate(batch.bodies)]
+            return list(map(event, batch.bodies, rows))  # a derived batch may keep only a prefix of rows
+        n = len(batch.bodies)
+        t = self.times_ns
+        return list(
+            map(
+                _from_ns,
+                batch.bodies,
+                repeat(None, n) if self.keys is None else self.keys,
+                repeat(t, n) if type(t) is int else t,
+                zip(repeat(self.path, n), self.positions, strict=True),
+            )
+        )
+
+    def event_of(self, batch: EventBatch, j: int) -> Event:
+        return self.event(batch.bodies[j], j if batch.rows is None else batch.rows[j])
+
+
+class _Emitted:
+    """Metadata of a chunk of emitted events: the `Event` objects themselves (each is its row).
+
+    ``bodies`` is the list of their bodies the chunk started with: a batch holding that very list with no
+    ``rows`` is untouched, and its events are the emitted ones.
+    """
+
+    __slots__ = ("bodies", "events")
+
+    def __init__(self, events: list[Event], bodies: list[Any]) -> None:
+        self.events = events
+        self.bodies = bodies
+
+    def event(self, body: Any, r: int) -> Event:
+        """A shallow copy of emitted event `r` (sharing its id) with `body`."""
+        ev = _copy_event(self.events[r])
+        ev.body = body
+        return ev
+
+    def share_ids(self) -> None:
+        """Nothing to do: copies of one event always share its (lazily drawn) id."""
+
+    def key(self, r: int) -> Any:
+        """The key of row `r`."""
+        return self.events[r].key
+
+    def time_ns(self, r: int) -> int:
+        """The time of row `r` in epoch ns."""
+        return self.events[r].time_ns
+
+    def keys_of(self, batch: EventBatch) -> list[Any]:
+        rows = batch.rows
+        events = self.events
+        if rows is None:
+            return list(map(_key_of, events[: len(batch.bodies)]))
+        return [events[r].key for r in rows[: len(batch.bodies)]]
+
+    def times_ns_of(self, batch: EventBatch) -> list[int]:
+        rows = batch.rows
+        events = self.events
+        if rows is None:
+            return list(map(_time_ns_of, events[: len(batch.bodies)]))
+        return [events[r].time_ns for r in rows[: len(batch.bodies)]]
+
+    def events_of(self, batch: EventBatch) -> list[Event]:
+        rows = batch.rows
+        if rows is None:
+            if batch.bodies is self.bodies:
+                return self.events  # untouched: the emitted events themselves
+            return list(map(self.event, batch.bodies, range(len(batch.bodies))))
+        return list(map(self.event, batch.bodies, rows))
+
+    def event_of(self, batch: EventBatch, j: int) -> Event:
+        if batch.rows is None:
+            if batch.bodies is self.bodies:
+                return self.events[j]
+            return self.event(batch.bodies[j], j)
+        return self.event(batch.bodies[j], batch.rows[j])
+
 
 class EventBatch:
     """Bodies of a chunk of source rows with their metadata; events are built on demand.
@@ -101,7 +223,7 @@ class EventBatch:
 
     __slots__ = ("bodies", "meta", "rows")
 
-    def __init__(self, bodies: list[Any], meta: _Rows, rows: list[int] | None = None) -> None:
+    def __init__(self, bodies: list[Any], meta: _Rows | _Emitted, rows: list[int] | None = None) -> None:
         self.bodies = bodies
         self.meta = meta
         self.rows = rows
@@ -121,6 +243,12 @@ class EventBatch:
             positions = range(len(bodies))
         return cls(bodies, _Rows(keys, now_ns() if times_ns is None else times_ns, path, positions, ids))
 
+    @classmethod
+    def of_events(cls, events: list[Event]) -> EventBatch:
+        """A batch of emitted events (the list is kept, not copied: do not change it afterwards)."""
+        bodies = list(map(_body_of, events))
+        return cls(bodies, _Emitted(events, bodies))
+
     def __len__(self) -> int:
         return len(self.bodies)
 
@@ -129,25 +257,21 @@ class EventBatch:
         return j if self.rows is None else self.rows[j]
 
     def event(self, j: int) -> Event:
-        """The `Event` of body `j` (a new object on each call; rows keep their ids)."""
-        return self.meta.event(self.bodies[j], j if self.rows is None else self.rows[j])
+        """The `Event` of body `j` (a new object on each call, except on an untouched batch of emitted
+        events; the events of one row share its id)."""
+        return self.meta.event_of(self, j)
 
     def events(self) -> list[Event]:
-        """All events of the batch, in order."""
-        m = self.meta
-        if self.rows is not None or m.shared is not None or m.ids is not None:
-            return [self.event(j) for j in range(len(self.bodies))]
-        n = len(self.bodies)
-        t = m.times_ns
-        return list(
-            map(
-                _from_ns,
-                self.bodies,
-                repeat(None, n) if m.keys is None else m.keys,
-                repeat(t, n) if type(t) is int else t,
-                zip(repeat(m.path, n), m.positions, strict=True),
-            )
-        )
+        """All events of the batch, in order (do not change the list)."""
+        return self.meta.events_of(self)
+
+    def keys(self) -> list[Any]:
+        """The key of every body, in order (``keys()[j]`` is ``event(j).key``)."""
+        return self.meta.keys_of(self)
+
+    def times_ns(self) -> list[int]:
+        """The time of every body in epoch ns, in order (``times_ns()[j]`` is ``event(j).time_ns``)."""
+        return self.meta.times_ns_of(self)
 
     def derive(self, bodies: list[Any], rows: list[int] | None) -> EventBatch:
         """A batch of new bodies over this batch's rows: body ``k`` comes from this batch's body ``rows[k]``

@@ -8,13 +8,16 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from storey.event import Event
+from storey.event import Event, _now_ns
 from storey.flow.runtime import TERMINATE, AsyncInbox, AwaitableResult, Run, ThreadInbox, execute
 
 if TYPE_CHECKING:
     from storey.sources.emit import _EmitSource
 
 __all__ = ["AsyncFlowController", "FlowAwaiter", "FlowController", "iterate_batches"]
+
+
+_new_event = Event._from_ns
 
 
 def _make_event(
@@ -33,6 +36,8 @@ def _make_event(
         res = AwaitableResult(run)
         run.pending.add(res)
         ev._result = res
+    if ev._result is not None:
+        run.results = True  # before the event is enqueued: from now on events go one by one (`execute`)
     return ev, res
 
 
@@ -74,6 +79,7 @@ class FlowController:
         self._inbox = ThreadInbox(buffer_size)
         self._terminated = False
         self._lock = threading.Lock()
+        self._complete = run.has_complete
         self._runner = _ThreadRunner(lambda: execute(run, self._inbox.batches(run)))
 
     def emit(
@@ -87,15 +93,30 @@ class FlowController:
 
         Returns an `AwaitableResult` when requested, or by default when the graph has a `Complete` step.
         """
-        if self._run.error is not None:
-            raise self._run.error
+        run = self._run
+        if (
+            key is None
+            and event_time is None
+            and (
+                return_awaitable_result is False or (return_awaitable_result is None and not run.has_complete)
+            )
+            and run.error is None
+            and not self._terminated
+            and not isinstance(element, Event)
+        ):  # the common case: a plain body, now, no result; the same event as `Event(element)`
+            self._inbox.put(_new_event(element, None, _now_ns()))
+            if run.error is not None:
+                raise run.error
+            return None
+        if run.error is not None:
+            raise run.error
         if self._terminated:
             msg = "emit() called after terminate()"
             raise RuntimeError(msg)
-        ev, res = _make_event(element, key, event_time, self._run, return_awaitable_result)
+        ev, res = _make_event(element, key, event_time, run, return_awaitable_result)
         self._inbox.put(ev)
-        if self._run.error is not None and res is None:
-            raise self._run.error
+        if run.error is not None and res is None:
+            raise run.error
         return res
 
     def terminate(self, wait: bool = False) -> Any:
@@ -103,7 +124,7 @@ class FlowController:
         with self._lock:
             if not self._terminated:
                 self._terminated = True
-                self._inbox.put(TERMINATE)
+                self._inbox.put_terminate()
         if wait:
             return self.await_termination()
         return None
@@ -150,7 +171,7 @@ class AsyncFlowController:
         """Enqueue the termination marker (idempotent)."""
         if not self._terminated:
             self._terminated = True
-            await self._inbox.put(TERMINATE)
+            await self._inbox.put_terminate()
 
     async def await_termination(self) -> Any:
         """Wait for the flow to finish; return the termination result or raise the `FlowError`."""
@@ -168,10 +189,10 @@ class FlowAwaiter:
         return self._runner.join()
 
 
-async def iterate_batches(run: Run, batches: Any) -> AsyncIterator[list[Any]]:
+async def iterate_batches(run: Run, batches: Any) -> AsyncIterator[Any]:
     """Adapt a (sync) iterable of event lists into the feed `execute` expects, ending with TERMINATE."""
     for batch in batches:
         yield batch
         if run.error is not None:
             return
-    yield [TERMINATE]
+    yield TERMINATE

@@ -8,8 +8,10 @@ processes events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any
@@ -25,6 +27,8 @@ __all__ = ["AwaitableResult", "Run", "execute"]
 logger = logging.getLogger("storey")
 
 TERMINATE = object()
+
+_yield_gil = functools.partial(time.sleep, 0)
 
 
 class AwaitableResult:
@@ -116,6 +120,9 @@ class Run:
         from storey.steps.outputs import Complete
 
         self.has_complete = any(isinstance(s, Complete) for s in self.steps)
+        # Sticky: set (before the event is enqueued) once any emitted event carries a result slot. From then
+        # on emitted events go one by one, with the per-event result bookkeeping of `execute`.
+        self.results = False
         head._active_run = self  # type: ignore[attr-defined]
         try:
             for step in self.steps:
@@ -210,48 +217,36 @@ class Run:
         self.head._active_run = None  # type: ignore[attr-defined]
 
 
-async def execute(run: Run, feed: AsyncIterator[list[Any]]) -> Any:
+async def execute(run: Run, feed: AsyncIterator[Any]) -> Any:
     """Push the feed's batches through the graph, terminate, close; return the termination result.
 
-    A batch is a list of `Event`s (the `TERMINATE` sentinel inside one ends the feed), or an `EventBatch`
-    of a reader source, which takes the batch lane: ``head._do_batch(batch)`` (see `storey.flow.batch`).
+    The feed yields lists of `Event`s, `EventBatch`es of reader sources, and finally the `TERMINATE`
+    sentinel itself (nothing follows it). A batch takes the batch lane, ``head._do_batch(batch)`` (see
+    `storey.flow.batch`); a list of emitted events too (as `EventBatch.of_events`), unless the run has
+    events with result slots (`Run.results`): then each event goes through ``head._do`` with its result
+    held until the graph is done with it.
     """
     head = run.head
     result: Any = None
     try:
         await run.start()
-        terminated = False
         async for batch in feed:
-            if type(batch) is EventBatch:
-                try:
-                    r = head._do_batch(batch)
-                    if r is not None:
-                        await r
-                except FlowError as err:
-                    run.fail(err)
-                if run.error is not None:
-                    break
-                continue
-            for ev in batch:
-                if run.error is not None:
-                    break
-                if ev is TERMINATE:
-                    terminated = True
-                    break
-                res = ev._result
-                if res is not None:
-                    res._holds += 1
-                try:
-                    r = head._do(ev)
-                    if r is not None:
-                        await head._guard(r, ev)
-                except FlowError as err:
-                    run.fail(err)
-                except Exception as exc:
-                    run.fail(head._fail(exc, ev))
-                if res is not None:
-                    res._release()
-            if terminated or run.error is not None:
+            if batch is TERMINATE:
+                break
+            if type(batch) is not EventBatch:
+                if run.results:
+                    await _execute_each(run, batch)
+                    if run.error is not None:
+                        break
+                    continue
+                batch = EventBatch.of_events(batch)
+            try:
+                r = head._do_batch(batch)
+                if r is not None:
+                    await r
+            except FlowError as err:
+                run.fail(err)
+            if run.error is not None:
                 break
         if run.error is None:
             try:
@@ -275,29 +270,98 @@ async def execute(run: Run, feed: AsyncIterator[list[Any]]) -> Any:
     return result
 
 
+async def _execute_each(run: Run, events: list[Event]) -> None:
+    """The per-event path: ``head._do`` on each event, holding its result slot while the graph works."""
+    head = run.head
+    for ev in events:
+        if run.error is not None:
+            return
+        res = ev._result
+        if res is not None:
+            res._holds += 1
+        try:
+            r = head._do(ev)
+            if r is not None:
+                await head._guard(r, ev)
+        except FlowError as err:
+            run.fail(err)
+        except Exception as exc:
+            run.fail(head._fail(exc, ev))
+        if res is not None:
+            res._release()
+
+
+def _cut(batch: list[Any], terminating: bool) -> tuple[list[Any], bool]:
+    """The events of a drained batch up to `TERMINATE`, and whether it held `TERMINATE`.
+
+    Only a batch drained after `TERMINATE` was put (`terminating`) is searched, so the hot path never
+    compares every event with the marker.
+    """
+    if terminating:
+        for i, item in enumerate(batch):
+            if item is TERMINATE:
+                return batch[:i], True
+    return batch, False
+
+
 class ThreadInbox:
-    """A bounded queue fed from user threads and drained in batches by the run loop."""
+    """A bounded queue fed from user threads and drained in batches by the run loop.
+
+    `put` takes no lock on its fast path (room in the queue, the loop not asleep): under the GIL
+    ``list.append`` is atomic, and the loop drains by slicing off the items it counted, so items appended
+    meanwhile stay queued. Waking the loop follows Dekker's order: the loop publishes its waiter, then
+    looks at the queue again before sleeping; `put` appends, then looks for a waiter. The lock is taken
+    only to wake the loop, to block while the queue is full, and to wake blocked producers. The bound is
+    checked before the append, so producers racing on the last free place may overshoot it by at most the
+    number of racing threads minus one.
+    """
 
     def __init__(self, maxsize: int) -> None:
-        self._items: deque[Any] = deque()
+        self._items: list[Any] = []
         self._cond = threading.Condition(threading.Lock())
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._blocked = 0  # producers waiting for room (read by the loop after each drain)
+        self._terminating = False  # TERMINATE was put: drained batches are searched for it
 
     def put(self, item: Any) -> None:
+        """Enqueue `item`; block while the queue is full; drop it silently once the inbox is closed."""
+        items = self._items
+        if len(items) >= self._maxsize or self._closed:
+            self._put_slow(item)
+            return
+        items.append(item)
+        if self._waiter is not None:
+            self._wake()
+
+    def put_terminate(self) -> None:
+        """Enqueue the `TERMINATE` marker, behind every item put before."""
+        self._terminating = True  # before the marker can be drained
+        self.put(TERMINATE)
+
+    def _put_slow(self, item: Any) -> None:
         with self._cond:
-            while len(self._items) >= self._maxsize and not self._closed:
-                self._cond.wait()
+            self._blocked += 1
+            try:
+                while len(self._items) >= self._maxsize and not self._closed:
+                    self._cond.wait()
+            finally:
+                self._blocked -= 1
             if self._closed:
                 return
             self._items.append(item)
+        if self._waiter is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._cond:
             waiter = self._waiter
-            if waiter is not None:
-                self._waiter = None
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(_set_future, waiter)
+            self._waiter = None
+        if waiter is not None:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_set_future, waiter)
 
     def close(self) -> None:
         """Stop accepting items and wake everyone (used when the flow failed)."""
@@ -310,27 +374,43 @@ class ThreadInbox:
         if waiter is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(_set_future, waiter)
 
-    async def batches(self, run: Run) -> AsyncIterator[list[Any]]:
-        self._loop = asyncio.get_running_loop()
-        run.on_fail(self.close)
-        while True:
+    def _drain(self) -> list[Any]:
+        items = self._items
+        n = len(items)
+        batch = items[:n]
+        del items[:n]  # only what was counted: items appended meanwhile stay
+        if self._blocked:
             with self._cond:
-                if self._items:
-                    batch = list(self._items)
-                    self._items.clear()
-                    self._cond.notify_all()
-                    fut = None
-                elif self._closed:
+                self._cond.notify_all()
+        return batch
+
+    async def batches(self, run: Run) -> AsyncIterator[Any]:
+        """Drained lists of events, then `TERMINATE` (or nothing more once the inbox is closed)."""
+        loop = self._loop = asyncio.get_running_loop()
+        run.on_fail(self.close)
+        items = self._items
+        while True:
+            if items and not self._closed:
+                batch, done = _cut(self._drain(), self._terminating)
+                if batch:
+                    yield batch
+                    if run.error is not None:
+                        return
+                if done:
+                    yield TERMINATE
                     return
-                else:
-                    batch = []
-                    fut = self._waiter = self._loop.create_future()
-            if fut is not None:
-                await fut
                 continue
-            yield batch
-            if run.error is not None:
+            if self._closed:
                 return
+            _yield_gil()  # running producers fill the queue meanwhile: larger batches, fewer wake-ups
+            if items:
+                continue
+            fut = loop.create_future()
+            self._waiter = fut
+            if items or self._closed:  # appended before the waiter was visible: no wake-up will come
+                self._waiter = None
+                continue
+            await fut
 
 
 class AsyncInbox:
@@ -342,6 +422,7 @@ class AsyncInbox:
         self._waiter: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._closed = False
+        self._terminating = False
 
     async def put(self, item: Any) -> None:
         while len(self._items) >= self._maxsize and not self._closed:
@@ -354,6 +435,11 @@ class AsyncInbox:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    async def put_terminate(self) -> None:
+        """Enqueue the `TERMINATE` marker, behind every item put before."""
+        self._terminating = True
+        await self.put(TERMINATE)
+
     def close(self) -> None:
         self._closed = True
         self._items.clear()
@@ -361,7 +447,8 @@ class AsyncInbox:
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    async def batches(self, run: Run) -> AsyncIterator[list[Any]]:
+    async def batches(self, run: Run) -> AsyncIterator[Any]:
+        """Drained lists of events, then `TERMINATE` (or nothing more once the inbox is closed)."""
         run.on_fail(self.close)
         loop = asyncio.get_running_loop()
         while True:
@@ -370,8 +457,13 @@ class AsyncInbox:
                 self._items.clear()
                 if self._room is not None and not self._room.done():
                     self._room.set_result(None)
-                yield batch
-                if run.error is not None:
+                batch, done = _cut(batch, self._terminating)
+                if batch:
+                    yield batch
+                    if run.error is not None:
+                        return
+                if done:
+                    yield TERMINATE
                     return
             elif self._closed:
                 return

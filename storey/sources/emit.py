@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from storey.event import Event
 from storey.flow.controller import AsyncFlowController, FlowController
 from storey.flow.runtime import Run
 from storey.sources.base import SourceStep
+
+if TYPE_CHECKING:
+    from storey.flow.batch import EventBatch
 
 __all__ = ["AsyncSource", "Source"]
 
@@ -24,12 +28,40 @@ class _EmitSource(SourceStep):
         self._key_field = key_field
         self._time_field = time_field
 
+    def _init_run(self, run: Run) -> None:
+        super()._init_run(run)
+        if self._key_field is None and self._time_field is None:  # nothing to do: skip a frame
+            self._do = self._forward  # type: ignore[method-assign]
+            self._do_batch = self._forward_batch  # type: ignore[method-assign]
+
     def _do(self, event: Event) -> Any:
         if self._key_field is not None and event.key is None:
             event.key = self._field(event, self._key_field, "key field")
         if self._time_field is not None:
             event.time = self._field(event, self._time_field, "time field")
         return self._forward(event)
+
+    def _do_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """Batch lane of emitted events: set every event's key/time fields, then hand the batch on whole.
+
+        A failing event fails as on the per-event path, after the events before it went downstream.
+        """
+        events = batch.events()
+        key_field = self._key_field
+        time_field = self._time_field
+        field = self._field
+        j = 0
+        try:
+            for ev in events:
+                if key_field is not None and ev.key is None:
+                    ev.key = field(ev, key_field, "key field")
+                if time_field is not None:
+                    ev.time = field(ev, time_field, "time field")
+                j += 1
+        except Exception as exc:
+            accepted = type(batch).of_events(events[:j]) if j else None
+            return self._fail_batch(exc, batch, j, accepted)
+        return self._forward_batch(batch)
 
 
 class Source(_EmitSource):
