@@ -148,14 +148,14 @@ def test_redis_crash_mid_stream_then_replay_after_last_applied(redis_server_fact
     _, want_records = _reference(events)
     kill_at = len(events) // 2
 
-    def crash(body):
-        if body["i"] == kill_at:
+    def crash(event):  # full_event: rows go one by one, as the crash must fall between writes
+        if event.body["i"] == kill_at:
             server.stop()
-        return body
+        return event
 
     driver = RedisDriver(server.url, retry_backoff_secs=0.01, max_retries=2)
     with pytest.raises(FlowError) as info:
-        _run(Table("t", driver), events, extra=[Map(crash)])
+        _run(Table("t", driver), events, extra=[Map(crash, full_event=True)])
     assert isinstance(info.value.__cause__, RedisError)
     server.start()  # same port, same AOF directory: every acknowledged write is back
     replay = _replay_after_last_applied(lambda: Table("t", RedisDriver(server.url)), events)
@@ -202,10 +202,10 @@ def test_v3io_server_down_mid_stream_then_replay_after_last_applied():
         _, want_records = _reference(events)
         kill_at = len(events) // 2
 
-        def crash(body):
-            if body["i"] == kill_at:
+        def crash(event):  # full_event: rows go one by one, as the crash must fall between writes
+            if event.body["i"] == kill_at:
                 emulator.stop()
-            return body
+            return event
 
         def driver(**kw):
             return V3ioDriver(emulator.url, access_key="k", **kw)
@@ -214,7 +214,7 @@ def test_v3io_server_down_mid_stream_then_replay_after_last_applied():
             _run(
                 Table("/bigdata/feat", driver(retry_backoff_secs=0.01, max_retries=2)),
                 events,
-                extra=[Map(crash)],
+                extra=[Map(crash, full_event=True)],
             )
         assert isinstance(info.value.__cause__, V3ioError)
         emulator.start()  # same port and the in-memory data: every acknowledged write is still there
