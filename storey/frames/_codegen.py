@@ -673,48 +673,11 @@ def njit(fn: Any) -> Any:
     return numba.njit(fastmath=False, parallel=False, nogil=True, cache=cache)(fn)
 
 
-_PREFETCH: Any = None
-
-
-def _make_prefetch() -> Any:
-    """``prefetch(arr, i)``: a hint (``llvm.prefetch``, read, keep in all cache levels) that element `i` of
-    C-contiguous `arr` (flat index) is needed soon. It reads and changes nothing, so results cannot depend
-    on it."""
-    global _PREFETCH
-    if _PREFETCH is None:
-        from storey.aggregations.kernels import compiled
-
-        compiled.require("numba")
-        from llvmlite import ir
-        from numba import types
-        from numba.core import cgutils
-        from numba.extending import intrinsic
-
-        @intrinsic  # type: ignore[misc]
-        def prefetch(typingctx: Any, arr: Any, i: Any) -> Any:
-            if not isinstance(arr, types.Array) or not isinstance(i, types.Integer):
-                return None
-
-            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-                aryty, ity = signature.args
-                ary = context.make_array(aryty)(context, builder, args[0])
-                ptr = builder.gep(ary.data, [context.cast(builder, args[1], ity, types.intp)])
-                ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-                i32 = ir.IntType(32)
-                fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-                builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-                return context.get_dummy_value()
-
-            return types.void(arr, i), codegen
-
-        _PREFETCH = prefetch
-    return _PREFETCH
-
-
 def __getattr__(name: str) -> Any:
     if name == "prefetch":  # imported by the generated modules (numba is imported only then)
-        return _make_prefetch()
+        from storey.aggregations.kernels import compiled
+
+        return compiled.prefetch
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 

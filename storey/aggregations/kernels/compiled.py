@@ -111,3 +111,76 @@ def compiled_update_many(kernel: Kernel, capped: bool, prefixes: bool) -> Callab
 
         _CACHE[key] = fn
     return fn
+
+
+_INT64_POINTER: Any = None
+
+
+def _make_int64_pointer() -> Any:
+    """``int64_pointer(address)``: an int64 address as an ``int64*`` (for ``numba.carray``), made lazily."""
+    global _INT64_POINTER
+    if _INT64_POINTER is None:
+        require("numba")
+        from numba import types
+        from numba.extending import intrinsic
+
+        @intrinsic  # type: ignore[misc]
+        def int64_pointer(typingctx: Any, address: Any) -> Any:
+            if not isinstance(address, types.Integer):
+                return None
+            result = types.CPointer(types.int64)
+
+            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+                return builder.inttoptr(args[0], context.get_value_type(result))
+
+            return result(types.int64), codegen
+
+        _INT64_POINTER = int64_pointer
+    return _INT64_POINTER
+
+
+_PREFETCH: Any = None
+
+
+def _make_prefetch() -> Any:
+    """``prefetch(arr, i)``: a hint (``llvm.prefetch``, read, keep in all cache levels) that element `i` of
+    C-contiguous `arr` (flat index) is needed soon. It reads and changes nothing, so results cannot depend
+    on it."""
+    global _PREFETCH
+    if _PREFETCH is None:
+        require("numba")
+        from llvmlite import ir
+        from numba import types
+        from numba.core import cgutils
+        from numba.extending import intrinsic
+
+        @intrinsic  # type: ignore[misc]
+        def prefetch(typingctx: Any, arr: Any, i: Any) -> Any:
+            if not isinstance(arr, types.Array) or not isinstance(i, types.Integer):
+                return None
+
+            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+                aryty, ity = signature.args
+                ary = context.make_array(aryty)(context, builder, args[0])
+                ptr = builder.gep(ary.data, [context.cast(builder, args[1], ity, types.intp)])
+                ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+                i32 = ir.IntType(32)
+                fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+                builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                return context.get_dummy_value()
+
+            return types.void(arr, i), codegen
+
+        _PREFETCH = prefetch
+    return _PREFETCH
+
+
+def __getattr__(name: str) -> Any:
+    # numba intrinsics imported by the generated modules (numba is imported only then)
+    if name == "int64_pointer":
+        return _make_int64_pointer()
+    if name == "prefetch":
+        return _make_prefetch()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
