@@ -64,7 +64,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -158,10 +158,13 @@ def _cache_key(key: Any) -> Hashable:
     return key
 
 
-def _resolved(last_event: tuple[Any, int | None]) -> tuple[Any, int | None]:
-    """``(id, time_ns)`` of a last-event mark whose first item may be the `Event` itself."""
-    ref, t = last_event
-    return (ref.id if isinstance(ref, Event) else ref), t
+def _resolved(entry: _Entry) -> tuple[Any, int | None]:
+    """``(id, time_ns)`` of an entry's last-event mark: its ``last_ref`` is an id, an `Event`, or with a
+    ``last_row`` an `EventBatch` whose row it is (the batch lane; the events of a row share its id)."""
+    ref = entry.last_ref
+    if entry.last_row is not None:
+        ref = ref.event(entry.last_row)
+    return (ref.id if isinstance(ref, Event) else ref), entry.last_time
 
 
 class _Entry:
@@ -172,8 +175,11 @@ class _Entry:
         "dirty_attrs",
         "dirty_states",
         "enc",
-        "last_event",
+        "has_last",
         "last_event_dirty",
+        "last_ref",
+        "last_row",
+        "last_time",
         "loading",
         "marked",
         "record",
@@ -192,7 +198,10 @@ class _Entry:
         self.loading: asyncio.Task[None] | None = None
         self.states: dict[str, Any] = {}
         self.dirty_states: dict[str, None] = {}
-        self.last_event: tuple[Any, int | None] | None = None
+        self.has_last = False  # the last event applied (see `_resolved`), without a tuple per mark
+        self.last_ref: Any = None
+        self.last_row: int | None = None
+        self.last_time: int | None = None
         self.last_event_dirty = False
         self.tail: asyncio.Task[None] | None = None  # the latest write of this key
         self.enc: str | None = None  # the encoded key, computed once
@@ -478,7 +487,10 @@ class Table:
             raise KeyError(msg)
         entry.dirty_states[name] = None
         if event_id is not None or event_time_ns is not None:
-            entry.last_event = (event_id, event_time_ns)
+            entry.has_last = True
+            entry.last_ref = event_id
+            entry.last_row = None
+            entry.last_time = event_time_ns
             entry.last_event_dirty = True
         self._mark_dirty(ck, entry)
 
@@ -488,23 +500,41 @@ class Table:
         The per-event path of `AggregateByKey`. `event` is the `Event` applied last (its id is read only
         when the key is written, so ids need not be drawn for events that are never persisted last).
         """
-        ck = key if type(key) is not list else _cache_key(key)
-        if ck is None:
-            return
-        entry = self._entries.get(ck)
-        if entry is None:
-            msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
-            raise KeyError(msg)
-        entry.last_event = (event, event_time_ns)
-        if entry.marked is names:  # O(1) per event while the key stays dirty
-            return
-        dirty = entry.dirty_states
-        for name in names:
-            dirty[name] = None
-        entry.last_event_dirty = True
-        if ck not in self._dirty:
-            self._mark_dirty(ck, entry)
-        entry.marked = names
+        self.mark_keys_dirty(names, (key,), (event,), (None,), (event_time_ns,))
+
+    def mark_keys_dirty(
+        self,
+        names: Sequence[str],
+        keys: Iterable[Any],
+        events: Iterable[Any],
+        rows: Iterable[int | None],
+        times_ns: Iterable[int],
+    ) -> None:
+        """`mark_states_dirty` for several keys (the batch lane of `AggregateByKey`: one mark per key, for
+        its last row): the event of a key is ``events[i]``, or row ``rows[i]`` of the `EventBatch`
+        ``events[i]`` when that is not ``None``."""
+        entries = self._entries
+        for key, event, row, event_time_ns in zip(keys, events, rows, times_ns, strict=True):
+            ck = key if type(key) is not list else _cache_key(key)
+            if ck is None:
+                continue
+            entry = entries.get(ck)
+            if entry is None:
+                msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
+                raise KeyError(msg)
+            entry.has_last = True
+            entry.last_ref = event
+            entry.last_row = row
+            entry.last_time = event_time_ns
+            if entry.marked is names:  # O(1) per event while the key stays dirty
+                continue
+            dirty = entry.dirty_states
+            for name in names:
+                dirty[name] = None
+            entry.last_event_dirty = True
+            if ck not in self._dirty:
+                self._mark_dirty(ck, entry)
+            entry.marked = names
 
     def states(self, name: str) -> list[tuple[Hashable, Any]]:
         """``(key, state)`` for every key holding a live state of aggregator ``name``, in first-use order."""
@@ -526,13 +556,13 @@ class Table:
         """
         ck = _cache_key(key)
         entry = self._entries.get(ck)
-        if entry is not None and entry.last_event is not None:
-            return _resolved(entry.last_event)
+        if entry is not None and entry.has_last:
+            return _resolved(entry)
         if ck is None:
             return None
         entry = await self._loaded(ck)
-        if entry.last_event is not None:
-            return _resolved(entry.last_event)
+        if entry.has_last:
+            return _resolved(entry)
         record = entry.record or {}
         if LAST_EVENT_ID not in record and LAST_EVENT_TIME_NS not in record:
             return None
@@ -693,8 +723,8 @@ class Table:
         record = {name: entry.attrs[name] for name in entry.dirty_attrs if name in entry.attrs}
         for name in entry.dirty_states:
             record[STATE_PREFIX + name] = entry.states[name].encode()
-        if entry.last_event_dirty and entry.last_event is not None:
-            record[LAST_EVENT_ID], record[LAST_EVENT_TIME_NS] = _resolved(entry.last_event)
+        if entry.last_event_dirty and entry.has_last:
+            record[LAST_EVENT_ID], record[LAST_EVENT_TIME_NS] = _resolved(entry)
         entry.dirty_attrs = {}
         entry.dirty_states = {}
         entry.last_event_dirty = False
