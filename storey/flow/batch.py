@@ -218,15 +218,23 @@ class _Emitted:
 class EventBatch:
     """Bodies of a chunk of source rows with their metadata; events are built on demand.
 
-    ``rows[j]`` is the source row of body ``j`` (``None``: the identity).
+    ``rows[j]`` is the source row of body ``j`` (``None``: the identity). ``rekeyed[j]``, when given, is the
+    key of body ``j`` instead of its row's (a step that sets the event key, such as `AggregateByKey`).
     """
 
-    __slots__ = ("bodies", "meta", "rows")
+    __slots__ = ("bodies", "meta", "rekeyed", "rows")
 
-    def __init__(self, bodies: list[Any], meta: _Rows | _Emitted, rows: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        bodies: list[Any],
+        meta: _Rows | _Emitted,
+        rows: list[int] | None = None,
+        rekeyed: list[Any] | None = None,
+    ) -> None:
         self.bodies = bodies
         self.meta = meta
         self.rows = rows
+        self.rekeyed = rekeyed
 
     @classmethod
     def of(
@@ -259,24 +267,37 @@ class EventBatch:
     def event(self, j: int) -> Event:
         """The `Event` of body `j` (a new object on each call, except on an untouched batch of emitted
         events; the events of one row share its id)."""
-        return self.meta.event_of(self, j)
+        ev = self.meta.event_of(self, j)
+        if self.rekeyed is not None:
+            ev.key = self.rekeyed[j]
+        return ev
 
     def events(self) -> list[Event]:
         """All events of the batch, in order (do not change the list)."""
-        return self.meta.events_of(self)
+        events = self.meta.events_of(self)
+        if self.rekeyed is not None:
+            for ev, key in zip(events, self.rekeyed, strict=True):
+                ev.key = key
+        return events
 
     def keys(self) -> list[Any]:
         """The key of every body, in order (``keys()[j]`` is ``event(j).key``)."""
+        if self.rekeyed is not None:
+            return list(self.rekeyed)
         return self.meta.keys_of(self)
 
     def times_ns(self) -> list[int]:
         """The time of every body in epoch ns, in order (``times_ns()[j]`` is ``event(j).time_ns``)."""
         return self.meta.times_ns_of(self)
 
-    def derive(self, bodies: list[Any], rows: list[int] | None) -> EventBatch:
+    def derive(self, bodies: list[Any], rows: list[int] | None, keys: list[Any] | None = None) -> EventBatch:
         """A batch of new bodies over this batch's rows: body ``k`` comes from this batch's body ``rows[k]``
-        (``None``: one new body per body, in order)."""
+        (``None``: one new body per body, in order); `keys` gives the new bodies' keys (default: their
+        rows' keys)."""
+        rekeyed = self.rekeyed
+        if keys is None and rekeyed is not None:  # bodies may be a prefix (the rows accepted before an error)
+            keys = rekeyed[: len(bodies)] if rows is None else [rekeyed[j] for j in rows]
         if rows is None:
-            return EventBatch(bodies, self.meta, self.rows)
+            return EventBatch(bodies, self.meta, self.rows, keys)
         own = self.rows
-        return EventBatch(bodies, self.meta, rows if own is None else [own[j] for j in rows])
+        return EventBatch(bodies, self.meta, rows if own is None else [own[j] for j in rows], keys)
