@@ -453,7 +453,9 @@ def br(b, HDR, W, lo, hi, x):
             "import math  # noqa: F401 - templates may use it\n\n"
             "import numpy as np\n\n"
             "from storey.aggregations.kernels._codegen import safe_sqrt\n"
-            "from storey.aggregations.kernels.compiled import njit\n\n"
+            "from numba import carray\n\n"
+            "from storey.aggregations.kernels.compiled import int64_pointer, njit, prefetch\n\n"
+            f"AHEAD = {PREFETCH_AHEAD}\nPREFETCH_WORDS = {PREFETCH_WORDS}\n"
             "INF = float('inf')\nNAN = float('nan')\nsqrt = njit(safe_sqrt)" + body
         )
 
@@ -467,6 +469,10 @@ def br(b, HDR, W, lo, hi, x):
 
 MAX_FUSED = 6
 """`AggregateByKey` steps with up to this many compiled aggregators make one numba call per event."""
+PREFETCH_AHEAD = 4
+"""`step_rows` starts loading the buffers of the row this many rows ahead …"""
+PREFETCH_WORDS = 256
+"""… their first words (header, window caches, results), at most this many."""
 # a fused step's ``ctx``: row i holds aggregator i's ``ip``, then from column ``ctx[0, -1]`` on: P, NRET, OUT,
 # features, first output word of its ints, of its floats, then per feature 1 when it is an int; the last row
 # holds the results (ints, then floats as their bits)
@@ -485,7 +491,14 @@ def _steps_source() -> str:
     out = [
         f"""
 def step_one(b, ctx, i, t, M, m, v):
-    \"\"\"One aggregator of a fused step: `add` (mode 2) then `evaluate`, results copied out.\"\"\"
+    \"\"\"One aggregator of a fused step: `add` (mode 2) then `evaluate`, results copied to the last row of
+    `ctx`.\"\"\"
+    out = ctx[ctx.shape[0] - 1]
+    return step_into(b, ctx, i, t, M, m, v, out, out.view(np.float64))
+
+
+def step_into(b, ctx, i, t, M, m, v, out, of):
+    \"\"\"`step_one` with the results copied to `out` (ints) and `of` (its float64 view).\"\"\"
     ip = ctx[i]
     s = ctx[0, ctx.shape[1] - 1]
     k = t // ip[s + {SP_P}]
@@ -497,8 +510,6 @@ def step_one(b, ctx, i, t, M, m, v):
     io = ip[s + {SP_IO}]
     fo = ip[s + {SP_FO}]
     f = b.view(np.float64)
-    out = ctx[ctx.shape[0] - 1]
-    of = out.view(np.float64)
     for j in range(ip[s + {SP_NF}]):
         if ip[s + {SP_KINDS} + j] != 0:
             out[io] = b[o + j]
@@ -507,6 +518,63 @@ def step_one(b, ctx, i, t, M, m, v):
             of[fo] = f[o + j]
             fo += 1
     return 0
+
+
+def step_rows(R, V, A, ctx, O, order, G, P):
+    \"\"\"`step<n>` over the rows `order` of a batch (`storey.aggregations._step_fused`): row ``e`` of `R` is
+    ``t, modes, x`` then ``M`` per aggregator, ``V[e]`` its values, and ``A[x]`` the address and length of
+    each aggregator's buffer of the row's key ``x``; results go to ``O[e]`` (the layout of the last row of
+    `ctx`). A row whose buffers must grow first is done for its other aggregators only (its modes keep the
+    ones to redo), its key's grow mask is set in `G`, and it and every later row of that key wait: they are
+    written to `P`, in order. Returns how many rows wait (0: all done).
+    \"\"\"
+    na = V.shape[1]
+    rows = order.shape[0]
+    waiting = 0
+    for q in range(rows):
+        # the buffers of rows ahead are likely cold (many keys): load the headers of the row 2 * AHEAD rows
+        # ahead, then the live tiles of the row AHEAD rows ahead (its header has arrived meanwhile)
+        if q + 2 * AHEAD < rows:
+            x = R[order[q + 2 * AHEAD], 2]
+            for i in range(na):
+                b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
+                for w in range(0, min(ctx[i, {IP_HDR}], PREFETCH_WORDS), 8):
+                    prefetch(b, w)
+        if q + AHEAD < rows:
+            x = R[order[q + AHEAD], 2]
+            for i in range(na):
+                b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
+                hdr = ctx[i, {IP_HDR}]
+                width = ctx[i, {IP_W}]
+                lo = hdr + b[{B_START}] * width
+                hi = min(hdr + b[{B_END}] * width, lo + PREFETCH_WORDS)
+                for w in range(lo, hi, 8):
+                    prefetch(b, w)
+        e = order[q]
+        x = R[e, 2]
+        if G[x] != 0:
+            P[waiting] = e
+            waiting += 1
+            continue
+        t = R[e, 0]
+        modes = R[e, 1]
+        out = O[e]
+        of = out.view(np.float64)
+        grow = 0
+        again = 0
+        for i in range(na):
+            m = (modes >> (2 * i)) & 3
+            if m != 0:
+                b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
+                if step_into(b, ctx, i, t, R[e, 3 + i], m, V[e, i], out, of):
+                    grow |= 1 << i
+                    again |= 3 << (2 * i)
+        if grow != 0:
+            G[x] = grow
+            R[e, 1] = modes & again
+            P[waiting] = e
+            waiting += 1
+    return waiting
 """
     ]
     for n in range(1, MAX_FUSED + 1):
@@ -572,10 +640,10 @@ class CompiledKeyState(KeyState):
     """`KeyState` over one numpy buffer per key, run by numba (see the module docstring).
 
     ``_b`` is the int64 buffer; ``_o``/``_oi`` are float64/int64 views of its result words (only those the
-    plan's features need). All are replaced when the buffer grows.
+    plan's features need); ``_a``/``_z`` its address and length. All are replaced when the buffer grows.
     """
 
-    __slots__ = ("_b", "_o", "_oi")
+    __slots__ = ("_a", "_b", "_o", "_oi", "_z")
 
     _IP: ClassVar[np.ndarray]
     _HDR: ClassVar[int]
@@ -593,6 +661,8 @@ class CompiledKeyState(KeyState):
 
     def _set(self, b: np.ndarray) -> None:
         self._b = b
+        self._a = b.ctypes.data  # the buffer's address and length, for the batched fused path
+        self._z = len(b)
         lo, hi, floats, ints = self._OUT
         if floats:
             self._o = b[lo:hi].view(np.float64)
@@ -648,6 +718,18 @@ class CompiledKeyState(KeyState):
 
     def retained(self) -> tuple[list[int], list[tuple[Any, ...]]]:
         return self._live(self.M - self._NRET)
+
+    def encode(self) -> bytes:
+        """The blob of `KeyState.encode`, straight from the buffer's retained rows (no Python rows)."""
+        from storey.aggregations.blob import encode
+
+        b = self._b
+        block_i, block_f = self._block(int(b[B_START]), int(b[B_END]))
+        keys = block_i[:, 0]
+        first = int(np.searchsorted(keys, self.M - self._NRET, side="left"))
+        columns = [(block_i if is_int else block_f)[first:, col] for col, is_int in self._FIELDS]
+        dtypes = ["i8" if is_int else "f8" for _, is_int in self._FIELDS]
+        return encode(self.H, self._P, self.plan.row_fields, keys[first:], columns, dtypes)
 
     def copy(self) -> CompiledKeyState:
         st = type(self).__new__(type(self))

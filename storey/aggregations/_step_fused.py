@@ -50,13 +50,22 @@ def eligible(step: Any) -> bool:
     return all(c._MODULE is classes[0]._MODULE for c in classes)
 
 
-def _aggregator_source(i: int, q: int, reader: Any, has_filter: bool, count_only_plan: bool) -> str:
+def _aggregator_source(
+    i: int, q: int, reader: Any, has_filter: bool, count_only_plan: bool, batch: bool = False
+) -> str:
     """Observe, filter and read aggregator `i` (the loop body of `AggregateByKey._apply`, with
-    `ValueReader.convert`'s float, int and None cases inlined); ``k<q>`` is ``t // P<i>``."""
+    `ValueReader.convert`'s float, int and None cases inlined); ``k<q>`` is ``t // P<i>``.
+
+    With `batch` (a row of `do_batch`), skips are counted in the local ``skipped`` and a read that fails
+    raises (the row then goes to the per-event path, which raises the step's error).
+    """
     take = f"v{i} = x" if not count_only_plan else "pass"
     add = f"modes |= {2 << (2 * i)}"
-    skip = f'metrics["skipped_values"] += 1\nmodes |= {1 << (2 * i)}'
-    if reader.from_body:
+    count = "sk += 1" if batch else 'metrics["skipped_values"] += 1'
+    skip = f"{count}\nmodes |= {1 << (2 * i)}"
+    if batch:
+        read = f"x = body[F{i}]" if reader.from_body else f"x = R{i}.field(element)"
+    elif reader.from_body:
         read = f"try:\n    x = body[F{i}]\nexcept (KeyError, TypeError):\n    x = R{i}.read(event, element)"
     else:
         read = f"x = R{i}.field(element)"
@@ -72,7 +81,7 @@ def _aggregator_source(i: int, q: int, reader: Any, has_filter: bool, count_only
             indent(skip, 1),
             *([f"elif tx is str:\n    {add}"] if reader.count_only else []),
             "else:",
-            f"    x = R{i}.convert(x, event)",
+            f"    x = R{i}.convert(x, {'None' if batch else 'event'})",
             "    if x is SKIP:",
             indent(skip, 2),
             "    else:",
@@ -135,6 +144,216 @@ def _do_source(step: Any) -> str:
     return "\n".join(lines)
 
 
+def _plain(step: Any) -> bool:
+    """Whether the output body is the default augmentation (no function, enrichment or aliases)."""
+    return step._augmentation_fn is None and not step._enrich_with and not step._aliases
+
+
+def _features_display(plans: Sequence[Any], columns: bool = False) -> str:
+    """The dict display of an event's features, in plan order, from the result lists ``xi`` and ``xf`` (with
+    `columns`, from the column lists ``i<j>[r]`` and ``f<j>[r]`` of a batch's results)."""
+    features = []
+    ii = fi = 0
+    for p in plans:
+        for name, is_int in zip(p.feature_names, p.state_class._KINDS, strict=True):
+            j = ii if is_int else fi
+            if columns:
+                features.append(f"{name!r}: {'i' if is_int else 'f'}{j}[r]")
+            else:
+                features.append(f"{name!r}: {'xi' if is_int else 'xf'}[{j}]")
+            ii += is_int
+            fi += not is_int
+    return "{" + ", ".join(features) + "}"
+
+
+def batch_eligible(step: Any) -> bool:
+    """Whether a fused step also takes whole batches (`batch_source`): its key and time are the event's or
+    body fields, and its functions get bodies."""
+    key, time_field = step.key, step.time_field
+    return (
+        (key is None or isinstance(key, str))
+        and (time_field is None or isinstance(time_field, str))
+        and (not step._full_event)
+    )
+
+
+_RUN_TEMPLATE = """
+def run(batch, start):
+    bodies = batch.bodies
+    n = len(bodies)
+    RI = []
+    RF = []
+    AA = []
+    KI = {}
+    KL = []
+    KR = []
+    KT = []
+    KS = []
+    LATE = []
+    skipped = 0
+    j = start
+@BATCH_READS@
+    while j < n:
+        body = bodies[j]
+        sk = 0
+        try:
+@READ_KEY@
+            if type(key) is list:
+                key = tuple(key)
+@READ_TIME@
+            kx = KI.get(key)
+            if kx is None:
+                states = STATES.get(key)
+                if type(states) is not tuple:
+                    break
+            else:
+                states = KL[kx]
+            element = body
+            late = False
+            modes = 0
+@ROW@
+        except Exception:
+            break
+        if kx is None:
+            kx = KI[key] = len(KL)
+            KL.append(states)
+            KR.append(j)
+            KT.append(t)
+            AA += (@ADDRESSES@)
+        else:
+            KR[kx] = j
+            KT[kx] = t
+        KS.append(key)
+        RI += (t, modes, kx, @MS@)
+        RF += (@VALUES@,)
+        skipped += sk
+        if late:
+            LATE.append((j - start, modes))
+        j += 1
+    m = j - start
+    if m == 0:
+        return j, None
+    metrics["events"] += m
+    metrics["skipped_values"] += skipped
+    if LATE:
+        metrics["late_events"] += len(LATE)
+    R = np.array(RI, np.int64).reshape(m, -1)
+    V = np.array(RF, np.float64).reshape(m, -1)
+    A = np.array(AA, np.int64).reshape(len(KL), -1)
+    O = out_rows(m)
+    G = np.zeros(len(KL), np.int64)
+    P = np.empty(m, np.int64)
+    waiting = ROWS(R, V, A, CTX, O, np.arange(m, dtype=np.int64), G, P)
+    while waiting:
+        regrow_keys(A, KL, G)
+        waiting = ROWS(R, V, A, CTX, O, P[:waiting].copy(), G, P)
+    batch.meta.share_ids()
+    mark_keys(NAMES, KI, repeat(batch, len(KL)), KR, KT)
+    @COLUMNS@
+    outs = []
+    for r in range(m):
+        body = bodies[start + r]
+        features = @FEATURES@
+@OUTPUT@
+    for r, modes in LATE:  # (R's modes may have changed: step_rows)
+        body = bodies[start + r]
+        features = partial(modes, @ROW_LISTS@)
+@OUTPUT_AT@
+    rows = None if start == 0 and j == n else list(range(start, j))
+    return j, batch.derive(outs, rows, KS)
+"""
+
+
+def _columns_source(n_int: int, n_float: int) -> str:
+    """The results of a batch as one list per feature (``i<j>``, ``f<j>``): no per-row lists, which the
+    garbage collector would track and promote while the batch is built."""
+    lines = []
+    if n_int:
+        names = "".join(f"i{j}, " for j in range(n_int))
+        lines.append(f"{names}= O[:, :NI].T.tolist()")
+    if n_float:
+        names = "".join(f"f{j}, " for j in range(n_float))
+        lines.append(f"{names}= O.view(np.float64)[:, NI:].T.tolist()")
+    return "\n    ".join(lines)
+
+
+def batch_source(step: Any) -> str:
+    """The generated ``run(batch, start)`` of the batch lane: rows ``start …`` of `batch`, up to the first one
+    it cannot take, with one compiled call (``step_rows``).
+
+    Each row is read exactly as ``do`` reads an event (same acceptance, filters, conversions and skips) into
+    a row of ints (``t``, modes, then per aggregator ``M``, buffer address and length) and a row of values.
+    A row whose key has no states held in a tuple (a first key, or states from elsewhere), or in which
+    anything raises, ends the run before it is taken (it only may have advanced ``H``/``M``, which is
+    idempotent): the caller gives it to the per-event path, which loads the key or raises the step's error.
+    Returns ``(stop, out)``: the first row not taken and the batch of outputs of rows ``start … stop - 1``
+    (``None`` when there are none).
+    """
+    plans = step.plans
+    n = len(plans)
+    kinds = [is_int for p in plans for is_int in p.state_class._KINDS]
+    n_int = kinds.count(True)
+    n_float = len(kinds) - n_int
+    periods = list(dict.fromkeys(p.period_ns for p in plans))
+    row = [f"k{q} = t // {period}" for q, period in enumerate(periods)]
+    row.append(f"{''.join(f's{i}, ' for i in range(n))}= states")
+    for i, (p, r, f) in enumerate(zip(plans, step._readers, step._filters, strict=True)):
+        q = periods.index(p.period_ns)
+        row.append(_aggregator_source(i, q, r, f is not None, tuple(p.kernels) == ("count",), batch=True))
+    if _plain(step):
+        output = (
+            "if type(body) is dict:\n"
+            "    features.update(body)\n"
+            "    out = features\n"
+            "else:\n"
+            "    out = augment(body, features, None, NAME)"
+        )
+    else:
+        output = (
+            "key = KS[r]\nt = int(R[r, 0])\nstates = KL[R[r, 2]]\n"
+            "out = augment(body, step_features(key, t, states, features), AUGMENT, NAME)"
+        )
+    reads = []
+    if step.key is None:
+        reads.append("KEYS = batch.keys()")
+        read_key = "key = KEYS[j]"
+    else:
+        read_key = "key = body[KEY]"
+    if step.time_field is None:
+        reads.append("TIMES = batch.times_ns()")
+        read_time = "t = TIMES[j]"
+    else:
+        read_time = "\n".join(
+            [
+                "value = body[TIME]",
+                "epoch = EPOCHS.get(value.tzinfo) if type(value) is datetime else None",
+                "if epoch is None:",
+                "    t = to_ns(value)",
+                "else:  # an aware UTC datetime: the arithmetic of storey._time._datetime_to_ns",
+                "    d = value - epoch",
+                "    t = ((d.days * 86400 + d.seconds) * 1000000 + d.microseconds) * 1000",
+                "    if t < I64_MIN or t > I64_MAX:",
+                "        break",
+            ]
+        )
+    row_ints = ", ".join(f"i{j}[r]" for j in range(n_int))
+    row_floats = ", ".join(f"f{j}[r]" for j in range(n_float))
+    return (
+        _RUN_TEMPLATE.replace("@ROW@", indent("\n".join(row), 3))
+        .replace("@BATCH_READS@", indent("\n".join(reads), 1))
+        .replace("@READ_KEY@", indent(read_key, 3))
+        .replace("@READ_TIME@", indent(read_time, 3))
+        .replace("@MS@", ", ".join(f"M{i}" for i in range(n)))
+        .replace("@ADDRESSES@", ", ".join(f"s{i}._a, s{i}._z" for i in range(n)))
+        .replace("@VALUES@", ", ".join(f"v{i}" for i in range(n)))
+        .replace("@FEATURES@", _features_display(plans, columns=True))
+        .replace("@COLUMNS@", _columns_source(n_int, n_float))
+        .replace("@ROW_LISTS@", f"[{row_ints}], [{row_floats}]")
+        .replace("@OUTPUT@", indent(output + "\nouts.append(out)", 2))
+        .replace("@OUTPUT_AT@", indent(output + "\nouts[r] = out", 2))
+    )
+
+
 def fused_source(step: Any) -> str:
     """The generated source of the fused ``apply`` and ``do`` of `step` (for inspection and tests)."""
     plans = step.plans
@@ -148,16 +367,8 @@ def fused_source(step: Any) -> str:
     bufs = ", ".join(f"s{i}._b" for i in range(n))
     ms = ", ".join(f"M{i}" for i in range(n))
     vs = ", ".join(f"v{i}" for i in range(n))
-    features = []
-    ii = fi = 0
-    for p in plans:
-        for name, is_int in zip(p.feature_names, p.state_class._KINDS, strict=True):
-            features.append(f"{name!r}: {'xi' if is_int else 'xf'}[{ii if is_int else fi}]")
-            ii += is_int
-            fi += not is_int
     element = "copy(event)" if step._full_event else "body"
-    plain = step._augmentation_fn is None and not step._enrich_with and not step._aliases
-    if plain:
+    if _plain(step):
         output = (
             "if type(body) is dict:\n"
             "    features.update(body)\n"
@@ -188,7 +399,7 @@ xf = OF.tolist()
 if late:
     features = partial(modes, xi, xf)
 else:
-    features = {{{", ".join(features)}}}
+    features = {_features_display(plans)}
 {output}"""
     head = (
         "def apply(event, key, t, states):\n"
@@ -212,15 +423,22 @@ def _same_layout(a: type, b: type[CompiledKeyState]) -> bool:
 
 
 class Fused:
-    """The fused ``do`` and ``apply`` of one started step, and the state classes they run."""
+    """The fused ``do`` and ``apply`` of one started step, its batch ``run`` (or ``None``), and the state
+    classes they run."""
 
-    __slots__ = ("_layouts", "apply", "do", "source", "state_classes")
+    __slots__ = ("_layouts", "apply", "do", "run", "source", "state_classes")
 
     def __init__(
-        self, do: Callable[..., Any], apply: Callable[..., Any], source: str, classes: tuple
+        self,
+        do: Callable[..., Any],
+        apply: Callable[..., Any],
+        run: Callable[..., Any] | None,
+        source: str,
+        classes: tuple,
     ) -> None:
         self.do = do
         self.apply = apply
+        self.run = run
         self.source = source
         self.state_classes = classes
         self._layouts: dict[tuple[int, type], bool] = {}
@@ -301,6 +519,27 @@ def fused_apply(step: Any) -> Fused | None:
                 again |= modes & (3 << (2 * i))
         fn(*(st._b for st in states), ctx, t, *ms, again, *vs)
 
+    out_buffer = [np.zeros((256, n_words), np.int64)]
+
+    def out_rows(m: int) -> np.ndarray:
+        """A reused (m, words) int64 array for the results of a batch of `m` rows."""
+        buf = out_buffer[0]
+        if len(buf) < m:
+            buf = out_buffer[0] = np.zeros((max(m, 2 * len(buf)), n_words), np.int64)
+        return buf[:m]
+
+    def regrow_keys(A: np.ndarray, states_of_keys: list, G: np.ndarray) -> None:
+        """Grow the buffers `step_rows` flagged in `G` (per key, a bit per aggregator), point `A` at the new
+        ones and clear `G` (after one doubling a buffer has room for the new tile)."""
+        for x in np.flatnonzero(G).tolist():
+            grow = int(G[x])
+            for i, st in enumerate(states_of_keys[x]):
+                if grow >> i & 1:
+                    st._grow()
+                    A[x, 2 * i] = st._a
+                    A[x, 2 * i + 1] = st._z
+        G[:] = 0
+
     ns: dict[str, Any] = {
         "slow": step._apply,
         "first": step._do_first,
@@ -332,6 +571,33 @@ def fused_apply(step: Any) -> Fused | None:
         ns[f"F{i}"] = r.field
         ns[f"FL{i}"] = f
     source = fused_source(step)
+    if batch_eligible(step):
+        from itertools import repeat
+
+        from storey._time import _UTC_EPOCHS, to_ns
+        from storey.aggregations.step import augment
+
+        module = classes[0]._MODULE.load()
+        ns.update(
+            {
+                "np": np,
+                "to_ns": to_ns,
+                "out_rows": out_rows,
+                "regrow_keys": regrow_keys,
+                "ROWS": module.step_rows,
+                "repeat": repeat,
+                "mark_keys": step.table.mark_keys_dirty,
+                "EPOCHS": _UTC_EPOCHS,
+                "I64_MIN": -(2**63),
+                "I64_MAX": 2**63 - 1,
+                "NI": n_int,
+                "augment": augment,
+                "AUGMENT": step._augmentation_fn,
+                "NAME": step.name,
+                "step_features": step._features,
+            }
+        )
+        source += batch_source(step)
     filename = f"<storey fused step {step.name}>"
     apply = compile_function(source, "apply", ns, filename)
-    return Fused(ns["do"], apply, source, classes)
+    return Fused(ns["do"], apply, ns.get("run"), source, classes)

@@ -47,7 +47,12 @@ def field_dtype(name: str) -> str:
 
 
 def encode(
-    H: int, period_ns: int, fields: Sequence[str], tiles: Sequence[int], columns: Sequence[Any]
+    H: int,
+    period_ns: int,
+    fields: Sequence[str],
+    tiles: Sequence[int],
+    columns: Sequence[Any],
+    dtypes: Sequence[str] | None = None,
 ) -> bytes:
     """Encode a state given column-wise (the batch engine's natural layout).
 
@@ -61,6 +66,8 @@ def encode(
         Tile indices, strictly ascending; the caller passes only retained tiles with ``n > 0``.
     columns
         One sequence (or array) per field, each of length ``len(tiles)``.
+    dtypes
+        The fields' `field_dtype` when the caller knows them.
 
     Examples
     --------
@@ -79,8 +86,10 @@ def encode(
         raise ValueError(msg)
     parts.append(struct.pack("<I", n_tiles))
     parts.append(keys.tobytes())
-    for name, column in zip(fields, columns, strict=True):
-        arr = np.asarray(column, dtype="<" + field_dtype(name))
+    if dtypes is None:
+        dtypes = [field_dtype(name) for name in fields]
+    for name, column, dtype in zip(fields, columns, dtypes, strict=True):
+        arr = np.asarray(column, dtype="<" + dtype)
         if arr.shape != (n_tiles,):
             msg = f"blob column {name!r} has {arr.shape[0] if arr.ndim else 0} values for {n_tiles} tiles"
             raise ValueError(msg)

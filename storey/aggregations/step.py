@@ -11,6 +11,7 @@ all aggregators per event); `_apply` stays the reference and serves keys whose s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from copy import copy
 from decimal import Decimal
@@ -29,6 +30,7 @@ from storey.aggregations.schema import plan_for, reconcile
 from storey.aggregations.state import AggregatorPlan, KeyState
 from storey.errors import FlowError, MissingFieldError
 from storey.event import Event
+from storey.flow.batch import EventBatch
 from storey.flow.step import Flow
 from storey.steps.batching import pop_synonym
 
@@ -258,6 +260,8 @@ class AggregateByKey(Flow):
         self.metrics = {"events": 0, "late_events": 0, "skipped_values": 0}
         self._states: dict[Any, list[KeyState] | tuple[KeyState, ...]] = {}
         self.__dict__.pop("_do", None)  # the fused path of a previous run
+        self.__dict__.pop("_do_batch", None)
+        self._preload_from: tuple[int, int] | None = None
 
     async def _start(self) -> None:
         doc = await self.table.load_schema()
@@ -284,6 +288,103 @@ class AggregateByKey(Flow):
         if self._fused is not None:
             self._apply_event = self._fused.apply
             self._do = self._fused.do  # type: ignore[method-assign]
+            if self._fused.run is not None and not self._table_shared():
+                self._do_batch = self._fused_batch  # type: ignore[method-assign]
+
+    def _table_shared(self) -> bool:
+        """Whether another step of the run holds this step's table (e.g. a `QueryByKey` after it). Then rows
+        go one by one: on the batch lane this step would apply a whole batch before the other step sees its
+        first row, and that step would see state from rows after its own."""
+        table = self.table
+        run = self._run
+        steps = run.steps if run is not None else []
+        return any(
+            other is not self and any(value is table for value in vars(other).values()) for other in steps
+        )
+
+    # ------------------------------------------------------------------------------------ batch lane
+    def _fused_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
+        """The batch lane of the fused path: runs of rows in one compiled call each (see
+        `_step_fused.batch_source`); a row a run cannot take (a first key, states from elsewhere, a failing
+        read) goes through `_do`, after the states of the batch's new keys were loaded at once."""
+        r, j = self._batch_until(batch, 0)
+        return None if r is None else self._batch_after(r, batch, j)
+
+    def _batch_until(self, batch: EventBatch, j: int) -> tuple[Awaitable[Any] | None, int]:
+        """Rows ``j …`` until one returns an awaitable: ``(awaitable, next row)``, or ``(None, n)``."""
+        run_rows = self._fused.run
+        n = len(batch.bodies)
+        flow = self._run
+        while j < n:
+            if flow is not None and flow.error is not None:
+                break
+            stop, out = run_rows(batch, j)
+            j = stop
+            if out is not None:
+                r = self._forward_batch(out)
+                if r is not None:
+                    return r, j
+            if j < n and self._preload_from != (id(batch), j):
+                # the run stopped at a row: most often a key without cached states. Load every such key of
+                # the rest of the batch at once (concurrently), then run again from that row
+                self._preload_from = (id(batch), j)
+                missing = self._missing_keys(batch, j)
+                if missing:
+                    return self._preload(missing), j
+            if j < n:  # the row the run could not take goes through the per-event path
+                event = batch.event(j)
+                j += 1
+                try:
+                    r = self._do(event)
+                except FlowError:
+                    raise
+                except Exception as exc:
+                    raise self._fail(exc, event) from exc
+                if r is not None:
+                    return self._guard(r, event), j
+        return None, n
+
+    def _missing_keys(self, batch: EventBatch, j: int) -> list[Any]:
+        """The distinct keys of rows ``j …`` that have no cached states (keys that cannot be read or hashed
+        are left to the per-event path, which raises the step's error)."""
+        if self.key is None:
+            keys = batch.keys()[j:]
+        else:
+            field = self.key
+            keys = [body.get(field) if type(body) is dict else None for body in batch.bodies[j:]]
+        states = self._states
+        missing: dict[Any, None] = {}
+        for key in keys:
+            if type(key) is list:
+                key = tuple(key)
+            try:
+                if key not in states:
+                    missing[key] = None
+            except TypeError:
+                continue
+        return list(missing)
+
+    async def _preload(self, keys: list[Any]) -> None:
+        """Find or load the states of `keys` (loads run concurrently). A key whose load or decoding fails
+        is left without states: its row takes the per-event path, which does it again and raises the step's
+        error."""
+        try:
+            loads = [key for key in keys if self._live_states(key) is None]
+            if not loads:
+                return
+            records = await asyncio.gather(
+                *(self.table.load_record(key) for key in loads), return_exceptions=True
+            )
+            for key, record in zip(loads, records, strict=True):
+                if not isinstance(record, BaseException) and key not in self._states:
+                    self._install(key, record)
+        except Exception:
+            return  # the per-event path of the row does it again and raises the step's error
+
+    async def _batch_after(self, pending: Awaitable[Any] | None, batch: EventBatch, j: int) -> None:
+        while pending is not None:
+            await pending
+            pending, j = self._batch_until(batch, j)
 
     # ------------------------------------------------------------------------------------ per event
     def _do(self, event: Event) -> Awaitable[Any] | None:

@@ -1,0 +1,212 @@
+"""The batch lane of `AggregateByKey` (`storey.aggregations._step_fused.batch_source`) against the per-event path.
+
+Emitted events and reader rows reach a fused `AggregateByKey` in batches; it takes runs of rows with one
+compiled call each. Hypothesis draws the steps and multi-key streams of `test_fused_step` (late, too-late and
+tied events, ints, None, NaN, strings, filters), keys and times from the event or from body fields, and the
+source's buffer size (so batch boundaries move). The batch lane must give the per-event fused path's outputs
+bit for bit, with the same keys, metrics, persisted blobs and last-event marks (the id of each key's last
+event, as `Table.last_applied` reads it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storey import (
+    AggregateByKey,
+    FieldAggregator,
+    FlowError,
+    NoopDriver,
+    QueryByKey,
+    Reduce,
+    SlidingWindows,
+    Source,
+    Table,
+    build_flow,
+)
+from storey.aggregations import _step_fused
+from storey.aggregations.kernels.base import _numba_enabled
+from tests.unit.aggregations_steps.test_fused_step import (
+    BASE,
+    _long_rows,
+    _readme_aggs,
+    aggregators,
+    assert_same_bodies,
+    events,
+)
+
+pytestmark = pytest.mark.skipif(not _numba_enabled(), reason="numba is not importable or is disabled")
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _datetime(t_ns: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=t_ns // 1000)
+
+
+def _collect(acc, event):
+    acc.append((event.key, event.id, event.body))
+    return acc
+
+
+def run(aggs, rows, *, fields: bool, buffer_size: int = 1024, table=None, **kwargs):
+    """Emit `rows` into ``Source → AggregateByKey → Reduce``; keys and times from body fields or from the
+    event. Returns outputs (key, id, body), metrics, blobs, last-event marks, the step and the emitted
+    events' ids of each key's last row."""
+    table = table if table is not None else Table("t", NoopDriver())
+    if fields:
+        step = AggregateByKey(aggs, table, key="key", time_field="t", **kwargs)
+    else:
+        step = AggregateByKey(aggs, table, **kwargs)
+    c = build_flow([Source(buffer_size=buffer_size), step, Reduce([], _collect, full_event=True)]).run()
+    for body, t in rows:
+        if fields:
+            c.emit({**body, "t": _datetime(t)})
+        else:
+            c.emit(dict(body), key=body["key"], event_time=t // 1_000_000)
+    out = c.terminate(wait=True)
+    blobs = {(key, name): st.encode() for name in step._names for key, st in table.states(name)}
+    keys = {body["key"] for body, _ in rows}
+    marks = {key: asyncio.run(table.last_applied(key)) for key in keys}
+    return out, dict(step.metrics), blobs, marks, step
+
+
+def batched_and_per_event(monkeypatch, aggs, rows, **kwargs):
+    batched = run(aggs, rows, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(_step_fused, "batch_eligible", lambda step: False)
+        per_event = run(aggs, rows, **kwargs)
+    assert "_do_batch" in vars(batched[4]) and "_do_batch" not in vars(per_event[4])
+    return batched, per_event
+
+
+def assert_same_runs(batched, per_event, context):
+    assert_same_bodies([b for _, _, b in batched[0]], [b for _, _, b in per_event[0]], context)
+    assert [k for k, _, _ in batched[0]] == [k for k, _, _ in per_event[0]], context
+    assert batched[1] == per_event[1], context
+    assert batched[2] == per_event[2], context
+    # each key's persisted last event is the last output event of that key (ids are drawn per run)
+    for run_ in (batched, per_event):
+        last = {}
+        for key, event_id, body in run_[0]:
+            last[key] = (event_id, body)
+        for key, mark in run_[3].items():
+            assert mark is not None and mark[0] == last[key][0], context
+    assert [m[1] for m in batched[3].values()] == [m[1] for m in per_event[3].values()], context
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],  # monkeypatch.context
+)
+@given(
+    aggs=aggregators(),
+    rows=events(),
+    fields=st.booleans(),
+    buffer_size=st.sampled_from([1, 3, 16, 1024]),
+)
+def test_batch_lane_equals_the_per_event_path(monkeypatch, aggs, rows, fields, buffer_size):
+    batched, per_event = batched_and_per_event(
+        monkeypatch, aggs, rows, fields=fields, buffer_size=buffer_size
+    )
+    assert_same_runs(batched, per_event, f"fields={fields} buffer={buffer_size}")
+
+
+@pytest.mark.parametrize("fields", [True, False], ids=["body fields", "event key and time"])
+def test_long_stream_regrows_buffers_inside_batches(monkeypatch, fields):
+    """Sparse keys over days plus one hot key with a new tile per event: buffers grow in the middle of a
+    compiled run (several times for the same key in one batch) and the bits stay those of the per-event
+    path."""
+    rows = _long_rows(3000, keys=30)
+    t0 = rows[-1][1]
+    hot = [({"key": "hot", "x": 1, "y": float(i % 7), "s": "a"}, t0 + i * 600 * 10**9) for i in range(700)]
+    batched, per_event = batched_and_per_event(
+        monkeypatch, _readme_aggs(), rows + hot, fields=fields, buffer_size=4096
+    )
+    assert batched[1]["late_events"] > 0 and batched[1]["skipped_values"] > 0
+    assert_same_runs(batched, per_event, f"fields={fields}")
+    grown = batched[4]._states["hot"][1]._b
+    assert len(grown) > 4 * len(type(batched[4]._states["hot"][1])(0)._b)  # grew more than once
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"x": "oops"}, {"x": None, "key": ["un", "hashable", {}]}],
+    ids=["non-numeric value", "unhashable key"],
+)
+def test_a_failing_row_fails_as_on_the_per_event_path_after_the_rows_before_it(monkeypatch, bad):
+    aggs = [FieldAggregator("a", "x", ["sum"], SlidingWindows(["1h"], "10m"))]
+    rows = [({"key": f"k{i % 3}", "x": float(i)}, BASE + i * 10**9) for i in range(40)]
+    rows.insert(25, ({"key": "k1", **bad}, BASE + 25 * 10**9))
+    seen = {}
+    messages = []
+    for per_event in (False, True):
+        got: list = []
+        with monkeypatch.context() as m:
+            if per_event:
+                m.setattr(_step_fused, "batch_eligible", lambda step: False)
+            step = AggregateByKey(aggs, Table("t", NoopDriver()), key="key")
+            c = build_flow(
+                [Source(buffer_size=1024), step, Reduce(None, lambda acc, b: got.append(b["x"]))]
+            ).run()
+            ids = [c.emit(dict(body), event_time=t // 1_000_000) for body, t in rows]
+            assert ids == [None] * len(rows)
+            with pytest.raises(FlowError) as info:
+                c.terminate(wait=True)
+        seen[per_event] = got
+        messages.append(re.sub("'[0-9a-f]{32}'", "<id>", str(info.value)))
+        assert info.value.step == step.name
+    assert messages[0] == messages[1]
+    assert seen[False] == seen[True] == [float(i) for i in range(25)]
+
+
+def test_a_shared_table_keeps_rows_one_by_one():
+    """A `QueryByKey` on the same table must see the state as of its own row, not of the whole batch."""
+    table = Table("t", NoopDriver())
+    agg = FieldAggregator("p", "v", ["sum"], SlidingWindows(["1h"], "10m"))
+    step = AggregateByKey([agg], table, key="key")
+    query = QueryByKey(["p_sum_1h"], table, aliases={"p_sum_1h": "q"})
+    c = build_flow([Source(), step, query, Reduce([], lambda acc, b: [*acc, b])]).run()
+    for i in range(50):
+        c.emit({"key": "a", "v": float(i)}, event_time=i * 7 * 60_000)
+    out = c.terminate(wait=True)
+    assert "_do_batch" not in vars(step)
+    assert [b["q"] for b in out] == [b["p_sum_1h"] for b in out]
+
+
+def test_reader_batches_take_the_lane(tmp_path):
+    """`ReadCSV` rows (reader batches; keys and times from the reader's metadata) give the bits of emitting
+    them (keys and times from body fields)."""
+    from storey import ReadCSV
+
+    rows = _long_rows(800, keys=12)
+    path = tmp_path / "e.csv"
+    with path.open("w") as f:
+        f.write("key,t,x,y,s\n")
+        for body, t in rows:
+            y = "" if body["y"] is None else repr(body["y"])
+            f.write(f"{body['key']},{_datetime(t).isoformat()},{body['x']},{y},{body['s']}\n")
+
+    def flow(source, **kwargs):
+        step = AggregateByKey(_readme_aggs(), Table("t", NoopDriver()), **kwargs)
+        return step, build_flow([source, step, Reduce([], lambda acc, b: [*acc, b])])
+
+    # the reader's rows carry the key and time (reader batch metadata), the emitted events their bodies
+    step, f = flow(ReadCSV(str(path), header=True, build_dict=True, key_field="key", timestamp_field="t"))
+    from_file = f.run().await_termination()
+    assert "_do_batch" in vars(step)
+    _, g = flow(Source(), key="key", time_field="t")
+    c = g.run()
+    for body, t in rows:
+        c.emit({**body, "t": _datetime(t)})
+    emitted = c.terminate(wait=True)
+    strip = [{k: v for k, v in b.items() if k not in ("t", "y")} for b in from_file]
+    assert_same_bodies(strip, [{k: v for k, v in b.items() if k not in ("t", "y")} for b in emitted], "csv")
