@@ -64,7 +64,11 @@ def last_index(it: Iterator[Any], items: list[Any]) -> int:
 
 
 class _Rows:
-    """Metadata of the source rows of one chunk: keys, times, origins, ids (shared by derived batches)."""
+    """Metadata of the source rows of one chunk: keys, times, origins, ids (shared by derived batches).
+
+    ``positions`` ``None`` means rows without an origin (bodies emitted through a controller); then
+    ``times_ns`` is a sequence with one time per row.
+    """
 
     __slots__ = ("ids", "keys", "path", "positions", "shared", "times_ns")
 
@@ -73,7 +77,7 @@ class _Rows:
         keys: Sequence[Any] | None,
         times_ns: Sequence[int] | int,
         path: Any,
-        positions: Sequence[int],
+        positions: Sequence[int] | None,
         ids: Sequence[Any] | None,
     ) -> None:
         self.keys = keys
@@ -89,7 +93,7 @@ class _Rows:
             body,
             None if self.keys is None else self.keys[r],
             t if type(t) is int else t[r],  # type: ignore[index]
-            (self.path, self.positions[r]),
+            None if self.positions is None else (self.path, self.positions[r]),
         )
         i = None if self.ids is None else self.ids[r]
         if i is None and self.shared is not None:
@@ -103,7 +107,7 @@ class _Rows:
     def share_ids(self) -> None:
         """Events of one row built more than once (FlatMap outputs) must share one id."""
         if self.shared is None:
-            self.shared = [None] * len(self.positions)
+            self.shared = [None] * len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
 
     def key(self, r: int) -> Any:
         """The key of row `r`."""
@@ -147,7 +151,9 @@ class _Rows:
                 batch.bodies,
                 repeat(None, n) if self.keys is None else self.keys,
                 repeat(t, n) if type(t) is int else t,
-                zip(repeat(self.path, n), self.positions, strict=True),
+                repeat(None, n)
+                if self.positions is None
+                else zip(repeat(self.path, n), self.positions, strict=True),
             )
         )
 
@@ -250,6 +256,12 @@ class EventBatch:
         if positions is None:
             positions = range(len(bodies))
         return cls(bodies, _Rows(keys, now_ns() if times_ns is None else times_ns, path, positions, ids))
+
+    @classmethod
+    def of_bodies(cls, bodies: list[Any], times_ns: list[int]) -> EventBatch:
+        """A batch of bodies emitted through a controller at `times_ns` (no key, id drawn lazily, no origin):
+        their events are built only when a step needs them, as ``Event(body)`` would have built them."""
+        return cls(bodies, _Rows(None, times_ns, None, None, None))
 
     @classmethod
     def of_events(cls, events: list[Event]) -> EventBatch:

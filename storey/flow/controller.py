@@ -17,9 +17,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncFlowController", "FlowAwaiter", "FlowController", "iterate_batches"]
 
 
-_new_event = Event._from_ns
-
-
 def _make_event(
     element: Any, key: Any, event_time: Any, run: Run, want_result: bool | None
 ) -> tuple[Event, AwaitableResult | None]:
@@ -104,7 +101,7 @@ class FlowController:
             and not self._terminated
             and not isinstance(element, Event)
         ):  # the common case: a plain body, now, no result; the same event as `Event(element)`
-            self._inbox.put(_new_event(element, None, _now_ns()))
+            self._inbox.put_body(element, _now_ns())
             if run.error is not None:
                 raise run.error
             return None

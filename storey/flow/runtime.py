@@ -291,6 +291,19 @@ async def _execute_each(run: Run, events: list[Event]) -> None:
             res._release()
 
 
+def _unpair(items: list[Any], terminating: bool) -> tuple[list[Any] | EventBatch, bool]:
+    """A drained `ThreadInbox`: the `EventBatch` of its bodies when it holds plain bodies only, else its
+    events (plain bodies become events as ``Event(body)`` would), cut at `TERMINATE` (see `_cut`)."""
+    bodies = items[0::2]
+    times = items[1::2]
+    if None not in times:
+        return EventBatch.of_bodies(bodies, times), False
+    events = [
+        body if t is None else Event._from_ns(body, None, t) for body, t in zip(bodies, times, strict=True)
+    ]
+    return _cut(events, terminating)
+
+
 def _cut(batch: list[Any], terminating: bool) -> tuple[list[Any], bool]:
     """The events of a drained batch up to `TERMINATE`, and whether it held `TERMINATE`.
 
@@ -324,6 +337,7 @@ class ThreadInbox:
         self._items: list[Any] = []
         self._cond = threading.Condition(threading.Lock())
         self._maxsize = maxsize
+        self._limit = 2 * maxsize  # two list items per queued element
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -331,12 +345,21 @@ class ThreadInbox:
         self._terminating = False  # TERMINATE was put: drained batches are searched for it
 
     def put(self, item: Any) -> None:
-        """Enqueue `item`; block while the queue is full; drop it silently once the inbox is closed."""
+        """Enqueue `item` (an `Event` or `TERMINATE`); block while the queue is full; drop it silently once
+        the inbox is closed."""
+        self.put_body(item, None)
+
+    def put_body(self, body: Any, time_ns: int | None) -> None:
+        """Enqueue a body emitted at `time_ns` (``None``: `body` is an `Event` or `TERMINATE`).
+
+        The queue holds ``body, time_ns`` pairs, each added by one ``list +=`` (atomic under the GIL), so a
+        plain body needs no `Event` object (and nothing the garbage collector tracks) until a step needs it.
+        """
         items = self._items
-        if len(items) >= self._maxsize or self._closed:
-            self._put_slow(item)
+        if len(items) >= self._limit or self._closed:
+            self._put_slow(body, time_ns)
             return
-        items.append(item)
+        items += (body, time_ns)
         if self._waiter is not None:
             self._wake()
 
@@ -345,17 +368,17 @@ class ThreadInbox:
         self._terminating = True  # before the marker can be drained
         self.put(TERMINATE)
 
-    def _put_slow(self, item: Any) -> None:
+    def _put_slow(self, body: Any, time_ns: int | None) -> None:
         with self._cond:
             self._blocked += 1
             try:
-                while len(self._items) >= self._maxsize and not self._closed:
+                while len(self._items) >= self._limit and not self._closed:
                     self._cond.wait()
             finally:
                 self._blocked -= 1
             if self._closed:
                 return
-            self._items.append(item)
+            self._items += (body, time_ns)
         if self._waiter is not None:
             self._wake()
 
@@ -389,13 +412,14 @@ class ThreadInbox:
         return batch
 
     async def batches(self, run: Run) -> AsyncIterator[Any]:
-        """Drained lists of events, then `TERMINATE` (or nothing more once the inbox is closed)."""
+        """Drained batches, then `TERMINATE` (or nothing more once the inbox is closed): an `EventBatch` of
+        the bodies when only plain bodies were queued, else a list of events."""
         loop = self._loop = asyncio.get_running_loop()
         run.on_fail(self.close)
         items = self._items
         while True:
             if items and not self._closed:
-                batch, done = _cut(self._drain(), self._terminating)
+                batch, done = _unpair(self._drain(), self._terminating)
                 if batch:
                     yield batch
                     if run.error is not None:

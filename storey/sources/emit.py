@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storey.event import Event
+from storey.flow.batch import EventBatch, _Emitted
 from storey.flow.controller import AsyncFlowController, FlowController
 from storey.flow.runtime import Run
 from storey.sources.base import SourceStep
-
-if TYPE_CHECKING:
-    from storey.flow.batch import EventBatch
 
 __all__ = ["AsyncSource", "Source"]
 
@@ -46,6 +44,8 @@ class _EmitSource(SourceStep):
 
         A failing event fails as on the per-event path, after the events before it went downstream.
         """
+        if not isinstance(batch.meta, _Emitted):  # plain bodies: their events are built now, and kept
+            batch = EventBatch.of_events(batch.events())
         events = batch.events()
         key_field = self._key_field
         time_field = self._time_field
