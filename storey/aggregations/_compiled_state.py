@@ -445,6 +445,7 @@ def br(b, HDR, W, lo, hi, x):
         body = self._add_source() + "\n" + self._evaluate_source() + "\n" + helpers + _steps_source()
         body = "\n".join(line.rstrip() for line in body.splitlines() if line.strip()) + "\n"
         body = ("\n" + body).replace("\ndef ", "\n\n\n@njit\ndef ")
+        body = body.replace("@njit\ndef step_rows(", "@njit_nogil\ndef step_rows(")
         kernels = ", ".join(k.name for k in self.kernels)
         aggs = ", ".join(a.name for a in self.aggregations)
         return (
@@ -454,7 +455,7 @@ def br(b, HDR, W, lo, hi, x):
             "import numpy as np\n\n"
             "from storey.aggregations.kernels._codegen import safe_sqrt\n"
             "from numba import carray\n\n"
-            "from storey.aggregations.kernels.compiled import int64_pointer, njit, prefetch\n\n"
+            "from storey.aggregations.kernels.compiled import int64_pointer, njit, njit_nogil, prefetch\n\n"
             f"AHEAD = {PREFETCH_AHEAD}\nPREFETCH_WORDS = {PREFETCH_WORDS}\n"
             "INF = float('inf')\nNAN = float('nan')\nsqrt = njit(safe_sqrt)" + body
         )

@@ -23,7 +23,7 @@ from storey._utils._imports import require
 from storey.aggregations.kernels._codegen import compile_function
 from storey.aggregations.kernels.base import Kernel, update_loop_source
 
-__all__ = ["cache_dir", "compiled_update_many", "load_generated_module", "njit"]
+__all__ = ["cache_dir", "compiled_update_many", "load_generated_module", "njit", "njit_nogil"]
 
 _CACHE: dict[tuple[type, bool, bool], Callable[..., Any]] = {}
 
@@ -38,6 +38,15 @@ def njit(fn: Callable[..., Any]) -> Callable[..., Any]:
     code = getattr(fn, "__code__", None)
     cache = code is not None and os.path.isfile(code.co_filename) and _CACHE_OK
     return numba.njit(fastmath=False, parallel=False, cache=cache)(fn)
+
+
+def njit_nogil(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`njit` releasing the GIL while it runs (for long calls over arrays only, such as a batch of rows:
+    another thread, e.g. one emitting events, runs meanwhile)."""
+    numba = require("numba")
+    code = getattr(fn, "__code__", None)
+    cache = code is not None and os.path.isfile(code.co_filename) and _CACHE_OK
+    return numba.njit(fastmath=False, parallel=False, nogil=True, cache=cache)(fn)
 
 
 _CACHE_OK = not os.environ.get("STOREY_NUMBA_NO_CACHE")

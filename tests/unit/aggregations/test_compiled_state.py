@@ -262,7 +262,10 @@ def test_generated_code_has_no_banned_reductions():
         hits = [line for line in lines if re.search(pattern, line)]
         assert not hits, (pattern, hits)
     decorators = [line for line in lines if line.startswith("@")]
-    assert decorators and set(decorators) == {"@njit"}  # storey's njit: fastmath=False, parallel=False
+    # storey's njit and njit_nogil (for step_rows only): fastmath=False, parallel=False
+    assert decorators and set(decorators) == {"@njit", "@njit_nogil"}
+    assert [line for line in lines if line.startswith("def step_rows(")]
+    assert lines[lines.index(next(x for x in lines if x.startswith("def step_rows("))) - 1] == "@njit_nogil"
 
 
 def _flow_outputs(policy, rows):
