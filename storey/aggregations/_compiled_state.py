@@ -23,6 +23,7 @@ aggregator of an `AggregateByKey` step in one call (`storey.aggregations._step_f
 Buffer layout (8-byte words; ``W = 1 + len(plan.row_fields)``, ``NW`` windows, ``NA`` aggregations)::
 
     [0] start, [1] end              live tile rows are [start, end) (rows below start were pruned)
+    [2] H, [3] M                    the high-water time and its tile (`KeyState.H`/`M`, here properties)
     [CB + w * CS ...]               cache of window w: W words shaped like a row (the folded fields at
                                     their row offsets), then ok, lo, hi, first, last, has, cc
     [OUT + a * NW + w]              the last evaluation's result of aggregation a over window w
@@ -50,7 +51,7 @@ IP_CAPPED, IP_CCMODE, IP_CCAPI, IP_CAPF, IP_CCAPF = range(11, 16)
 IP_DELTA = 16  # 1: the only emitted kernel is count with an int or no cap (window counts move by deltas)
 IP_FLAGS = 17  # then per module kernel: maintained (row) flag; then emitted (acc) flag; then field offsets
 # per-key buffer
-B_START, B_END, B_CB = 0, 1, 2
+B_START, B_END, B_H, B_M, B_CB = 0, 1, 2, 3, 4
 # cache entry extras, after the W row-shaped words
 C_OK, C_LO, C_HI, C_FIRST, C_LAST, C_HAS, C_CC = range(7)
 N_CEXTRA = 7
@@ -521,28 +522,33 @@ def step_into(b, ctx, i, t, M, m, v, out, of):
     return 0
 
 
-def step_rows(R, V, A, ctx, O, order, G, P):
-    \"\"\"`step<n>` over the rows `order` of a batch (`storey.aggregations._step_fused`): row ``e`` of `R` is
-    ``t, modes, x`` then ``M`` per aggregator, ``V[e]`` its values, and ``A[x]`` the address and length of
-    each aggregator's buffer of the row's key ``x``; results go to ``O[e]`` (the layout of the last row of
-    `ctx`). A row whose buffers must grow first is done for its other aggregators only (its modes keep the
-    ones to redo), its key's grow mask is set in `G`, and it and every later row of that key wait: they are
-    written to `P`, in order. Returns how many rows wait (0: all done).
+def step_rows(T, C, X, V, A, ctx, O, order, G, P, ACC, CNT):
+    \"\"\"`step<n>` over the rows `order` of a batch (`storey.aggregations._step_fused`), acceptance included.
+
+    Row ``e`` is the time ``T[e]``, per aggregator ``i`` a code ``(C[e] >> 2i) & 3`` (0 nothing, 1 evaluate:
+    filtered out, 2 add ``V[e, i]``, 3 evaluate and count a skipped value) and the key ``X[e]``, whose
+    buffers' addresses and lengths are ``A[X[e]]``. Each aggregator first advances its ``H``/``M`` and drops
+    the event when it is too late (§5.2 steps 1–2, as `KeyState.observe`); the accepted ones set their bit
+    in ``ACC[e]``. ``CNT`` counts skipped values and rows too late for some aggregator. Results go to
+    ``O[e]`` (the layout of the last row of `ctx`). A row whose buffers must grow first is done for its other
+    aggregators (its codes keep the ones to redo), its key's grow mask is set in `G`, and it and every later
+    row of that key wait: they are written to `P`, in order. Returns how many rows wait (0: all done).
     \"\"\"
     na = V.shape[1]
     rows = order.shape[0]
+    s = ctx[0, ctx.shape[1] - 1]
     waiting = 0
     for q in range(rows):
         # the buffers of rows ahead are likely cold (many keys): load the headers of the row 2 * AHEAD rows
         # ahead, then the live tiles of the row AHEAD rows ahead (its header has arrived meanwhile)
         if q + 2 * AHEAD < rows:
-            x = R[order[q + 2 * AHEAD], 2]
+            x = X[order[q + 2 * AHEAD]]
             for i in range(na):
                 b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
                 for w in range(0, min(ctx[i, {IP_HDR}], PREFETCH_WORDS), 8):
                     prefetch(b, w)
         if q + AHEAD < rows:
-            x = R[order[q + AHEAD], 2]
+            x = X[order[q + AHEAD]]
             for i in range(na):
                 b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
                 hdr = ctx[i, {IP_HDR}]
@@ -552,27 +558,44 @@ def step_rows(R, V, A, ctx, O, order, G, P):
                 for w in range(lo, hi, 8):
                     prefetch(b, w)
         e = order[q]
-        x = R[e, 2]
+        x = X[e]
         if G[x] != 0:
             P[waiting] = e
             waiting += 1
             continue
-        t = R[e, 0]
-        modes = R[e, 1]
+        t = T[e]
+        codes = C[e]
         out = O[e]
         of = out.view(np.float64)
         grow = 0
         again = 0
+        late = False
         for i in range(na):
-            m = (modes >> (2 * i)) & 3
-            if m != 0:
-                b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
-                if step_into(b, ctx, i, t, R[e, 3 + i], m, V[e, i], out, of):
-                    grow |= 1 << i
-                    again |= 3 << (2 * i)
+            c = (codes >> (2 * i)) & 3
+            if c == 0:
+                continue
+            b = carray(int64_pointer(A[x, 2 * i]), (A[x, 2 * i + 1],))
+            ip = ctx[i]
+            k = t // ip[s + {SP_P}]
+            if t > b[{B_H}]:
+                b[{B_H}] = t
+                b[{B_M}] = k
+            M = b[{B_M}]
+            if k < M - ip[{IP_N1}]:
+                late = True
+                continue
+            ACC[e] |= 1 << i
+            if c == 3:
+                CNT[0] += 1
+                c = 1
+            if step_into(b, ctx, i, t, M, c, V[e, i], out, of):
+                grow |= 1 << i
+                again |= 2 << (2 * i)
+        if late:
+            CNT[1] += 1
         if grow != 0:
             G[x] = grow
-            R[e, 1] = modes & again
+            C[e] = again
             P[waiting] = e
             waiting += 1
     return waiting
@@ -655,10 +678,28 @@ class CompiledKeyState(KeyState):
     _KINDS: ClassVar[tuple[bool, ...]]  # per feature: whether it is an int
     _MODULE: ClassVar[_Module]  # the generated module the numba functions come from
 
-    def __init__(self, H: int = NO_TIME) -> None:
-        self.H = H
-        self.M = H // self._P
-        self._set(np.zeros(self._HDR + INIT_TILES * self._W, np.int64))
+    def __init__(self, H: int = NO_TIME, tiles: int = INIT_TILES) -> None:
+        self._set(np.zeros(self._HDR + tiles * self._W, np.int64))
+        b = self._b
+        b[B_H] = H
+        b[B_M] = H // self._P
+
+    # H and M live in the buffer, where the batched fused path (``step_rows``) advances them
+    @property  # type: ignore[override]
+    def H(self) -> int:
+        return int(self._b[B_H])
+
+    @H.setter
+    def H(self, value: int) -> None:
+        self._b[B_H] = value
+
+    @property  # type: ignore[override]
+    def M(self) -> int:
+        return int(self._b[B_M])
+
+    @M.setter
+    def M(self, value: int) -> None:
+        self._b[B_M] = value
 
     def _set(self, b: np.ndarray) -> None:
         self._b = b
@@ -672,11 +713,9 @@ class CompiledKeyState(KeyState):
 
     @classmethod
     def from_tiles(cls, H: int, keys: Sequence[int], rows: Sequence[Sequence[Any]]) -> CompiledKeyState:
-        st = cls(H)
         n_tiles = len(keys)
+        st = cls(H, max(n_tiles, INIT_TILES))
         if n_tiles:
-            if n_tiles > INIT_TILES:
-                st._set(np.zeros(cls._HDR + n_tiles * cls._W, np.int64))
             st._b[B_END] = n_tiles
             block_i, block_f = st._block(0, n_tiles)
             block_i[:, 0] = keys
@@ -734,9 +773,7 @@ class CompiledKeyState(KeyState):
 
     def copy(self) -> CompiledKeyState:
         st = type(self).__new__(type(self))
-        st.H = self.H
-        st.M = self.M
-        b = self._b.copy()
+        b = self._b.copy()  # H and M included
         lo, hi = self._CACHES
         b[lo:hi] = 0  # caches start empty
         st._set(b)

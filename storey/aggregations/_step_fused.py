@@ -34,6 +34,7 @@ from storey.aggregations._compiled_state import (
     SP_P,
     CompiledKeyState,
 )
+from storey.aggregations.field import FieldEquals
 from storey.aggregations.kernels._codegen import compile_function, indent
 
 __all__ = ["Fused", "eligible", "fused_apply", "fused_source"]
@@ -168,12 +169,15 @@ def _features_display(plans: Sequence[Any], columns: bool = False) -> str:
 
 def batch_eligible(step: Any) -> bool:
     """Whether a fused step also takes whole batches (`batch_source`): its key and time are the event's or
-    body fields, and its functions get bodies."""
+    body fields, its values body fields, its filters `FieldEquals` (pure: the batch lane reads every row's
+    values and filters, also of rows that turn out too late), and its functions get bodies."""
     key, time_field = step.key, step.time_field
     return (
         (key is None or isinstance(key, str))
         and (time_field is None or isinstance(time_field, str))
-        and (not step._full_event)
+        and not step._full_event
+        and all(r.from_body for r in step._readers)
+        and all(f is None or type(f) is FieldEquals for f in step._filters)
     )
 
 
@@ -181,87 +185,97 @@ _RUN_TEMPLATE = """
 def run(batch, start):
     bodies = batch.bodies
     n = len(bodies)
-    RI = []
-    RF = []
-    AA = []
-    KI = {}
-    KL = []
-    KR = []
-    KT = []
-    KS = []
-    LATE = []
-    skipped = 0
-    j = start
-@BATCH_READS@
-    while j < n:
-        body = bodies[j]
-        sk = 0
-        try:
-@READ_KEY@
-            if type(key) is list:
-                key = tuple(key)
-@READ_TIME@
-            kx = KI.get(key)
-            if kx is None:
-                states = STATES.get(key)
-                if type(states) is not tuple:
-                    break
-            else:
-                states = KL[kx]
-            element = body
-            late = False
-            modes = 0
-@ROW@
-        except Exception:
-            break
-        if kx is None:
-            kx = KI[key] = len(KL)
-            KL.append(states)
-            KR.append(j)
-            KT.append(t)
-            AA += (@ADDRESSES@)
-        else:
-            KR[kx] = j
-            KT[kx] = t
-        KS.append(key)
-        RI += (t, modes, kx, @MS@)
-        RF += (@VALUES@,)
-        skipped += sk
-        if late:
-            LATE.append((j - start, modes))
-        j += 1
-    m = j - start
-    if m == 0:
-        return j, None
-    metrics["events"] += m
-    metrics["skipped_values"] += skipped
-    if LATE:
-        metrics["late_events"] += len(LATE)
-    R = np.array(RI, np.int64).reshape(m, -1)
-    V = np.array(RF, np.float64).reshape(m, -1)
-    A = np.array(AA, np.int64).reshape(len(KL), -1)
+    part = bodies[start:] if start else bodies
+    try:
+@KEYS@
+        if list in set(map(type, keys)):
+            keys = [tuple(k) if type(k) is list else k for k in keys]
+        states = list(map(STATES.get, keys))
+        if set(map(type, states)) != TUPLE:
+            m = next(i for i, st in enumerate(states) if type(st) is not tuple)
+            if m == 0:
+                return start, None
+            part = part[:m]
+            keys = keys[:m]
+            states = states[:m]
+        m = len(part)
+@TIMES@
+@VALUES@
+    except Exception:
+        return -1, None
+    KI = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    X = np.array(list(map(KI.__getitem__, keys)), np.int64)
+    KL = list(map(STATES.__getitem__, KI))
+    A = np.array([x for @STATES@ in KL for x in (@ADDRESSES@)], np.int64).reshape(len(KL), -1)
+    T = np.array(ts, np.int64)
     O = out_rows(m)
     G = np.zeros(len(KL), np.int64)
     P = np.empty(m, np.int64)
-    waiting = ROWS(R, V, A, CTX, O, np.arange(m, dtype=np.int64), G, P)
+    ACC = np.zeros(m, np.int64)
+    CNT = np.zeros(2, np.int64)
+    waiting = ROWS(T, C, X, V, A, CTX, O, np.arange(m, dtype=np.int64), G, P, ACC, CNT)
     while waiting:
         regrow_keys(A, KL, G)
-        waiting = ROWS(R, V, A, CTX, O, P[:waiting].copy(), G, P)
+        waiting = ROWS(T, C, X, V, A, CTX, O, P[:waiting].copy(), G, P, ACC, CNT)
+    skipped, late = CNT.tolist()
+    metrics["events"] += m
+    metrics["skipped_values"] += skipped
+    if late:
+        metrics["late_events"] += late
+    last = dict(zip(keys, range(start, start + m)))
     batch.meta.share_ids()
-    mark_keys(NAMES, KI, repeat(batch, len(KL)), KR, KT)
+    mark_keys(NAMES, last, repeat(batch, len(last)), last.values(), [ts[r - start] for r in last.values()])
     @COLUMNS@
     outs = []
     for r in range(m):
-        body = bodies[start + r]
+        body = part[r]
         features = @FEATURES@
 @OUTPUT@
-    for r, modes in LATE:  # (R's modes may have changed: step_rows)
-        body = bodies[start + r]
-        features = partial(modes, @ROW_LISTS@)
+    if late:
+        for r in np.flatnonzero(ACC != ALL).tolist():
+            body = part[r]
+            features = partial(EXPAND[int(ACC[r])], @ROW_LISTS@)
 @OUTPUT_AT@
+    j = start + m
     rows = None if start == 0 and j == n else list(range(start, j))
-    return j, batch.derive(outs, rows, KS)
+    return j, batch.derive(outs, rows, keys)
 """
+
+
+def _values_source(i: int, reader: Any, flt: Any, count_only_plan: bool) -> str:
+    """Codes (1 filtered out, 2 add, 3 skipped value) and values of aggregator `i` for the rows ``part``,
+    read as `ValueReader.convert` reads them: plain floats, ints and None column-wise, anything else one by
+    one through ``R<i>.convert`` (which raises where the per-event path would; the run then gives up)."""
+    lines = [f"vals = list(map(GET{i}, part))", "kinds = set(map(type, vals))"]
+    if reader.count_only:
+        lines += [
+            "if kinds <= COUNTABLE:",
+            "    skip = [v is None or v != v for v in vals]",
+            "else:",
+            f"    skip = [R{i}.convert(v, None) is SKIP for v in vals]",
+            "v = None",
+        ]
+    else:
+        lines += [
+            "if kinds <= NUMERIC:",
+            "    v = np.array(vals, np.float64)  # None -> NaN: skipped as well",
+            "    skip = np.isnan(v)",
+            "else:",
+            f"    xs = [R{i}.convert(x, None) for x in vals]",
+            "    skip = [x is SKIP for x in xs]",
+            "    v = np.array([0.0 if x is SKIP else x for x in xs], np.float64)",
+        ]
+    code = "np.where(np.asarray(skip, bool), 3, 2)"
+    if flt is not None:
+        lines.append(
+            f"ok = np.array(list(map(truth, map(eq, map(FGET{i}, part), repeat(FVAL{i}, m)))), bool)"
+        )
+        code = f"np.where(ok, {code}, 1)"
+    lines.append(f"c = {code}")
+    lines.append(f"C = c if C is None else C | (c << {2 * i})")
+    if not count_only_plan:
+        lines.append(f"if v is not None:\n    V[:, {i}] = v")
+    return "\n".join(lines)
 
 
 def _columns_source(n_int: int, n_float: int) -> str:
@@ -279,27 +293,44 @@ def _columns_source(n_int: int, n_float: int) -> str:
 
 def batch_source(step: Any) -> str:
     """The generated ``run(batch, start)`` of the batch lane: rows ``start …`` of `batch`, up to the first one
-    it cannot take, with one compiled call (``step_rows``).
+    whose key has no states held in a tuple (a first key, or states from elsewhere), read column-wise and
+    folded with one compiled call (``step_rows``, which also decides acceptance).
 
-    Each row is read exactly as ``do`` reads an event (same acceptance, filters, conversions and skips) into
-    a row of ints (``t``, modes, then per aggregator ``M``, buffer address and length) and a row of values.
-    A row whose key has no states held in a tuple (a first key, or states from elsewhere), or in which
-    anything raises, ends the run before it is taken (it only may have advanced ``H``/``M``, which is
-    idempotent): the caller gives it to the per-event path, which loads the key or raises the step's error.
-    Returns ``(stop, out)``: the first row not taken and the batch of outputs of rows ``start … stop - 1``
-    (``None`` when there are none).
+    The columns are read as ``do`` reads an event (same key and time conversions, filters, value conversions
+    and skips); ``step_rows`` advances each state's ``H``/``M`` and drops too-late values in row order, as
+    `KeyState.observe` does. Returns ``(stop, out)``: the first row not taken and the batch of outputs of rows
+    ``start … stop - 1`` (``None`` when there are none), or ``(-1, None)`` when reading the rows raised (the
+    caller gives them to the per-event path, which raises the step's error where it must).
     """
     plans = step.plans
     n = len(plans)
     kinds = [is_int for p in plans for is_int in p.state_class._KINDS]
     n_int = kinds.count(True)
     n_float = len(kinds) - n_int
-    periods = list(dict.fromkeys(p.period_ns for p in plans))
-    row = [f"k{q} = t // {period}" for q, period in enumerate(periods)]
-    row.append(f"{''.join(f's{i}, ' for i in range(n))}= states")
+    if step.key is None:
+        keys = "keys = batch.keys()[start:] if start else batch.keys()"
+    else:
+        keys = "keys = list(map(GET_KEY, part))"
+    if step.time_field is None:
+        times = "ts = batch.times_ns()[start : start + m]"
+    else:
+        times = "\n".join(
+            [
+                "ts = list(map(GET_TIME, part))",
+                "zones = {t.tzinfo for t in ts} if set(map(type, ts)) == DATETIME else ()",
+                "epoch = utc_epoch(next(iter(zones))) if len(zones) == 1 and None not in zones else None",
+                "if epoch is None:",
+                "    ts = list(map(to_ns, ts))",
+                "else:  # aware UTC datetimes: the arithmetic of storey._time._datetime_to_ns",
+                "    ts = [((d.days * 86400 + d.seconds) * 1000000 + d.microseconds) * 1000"
+                " for d in map(sub, ts, repeat(epoch, m))]",
+                "    if min(ts) < I64_MIN or max(ts) > I64_MAX:",
+                "        raise OverflowError",
+            ]
+        )
+    values = ["C = None", f"V = np.zeros((m, {n}), np.float64)"]
     for i, (p, r, f) in enumerate(zip(plans, step._readers, step._filters, strict=True)):
-        q = periods.index(p.period_ns)
-        row.append(_aggregator_source(i, q, r, f is not None, tuple(p.kernels) == ("count",), batch=True))
+        values.append(_values_source(i, r, f, tuple(p.kernels) == ("count",)))
     if _plain(step):
         output = (
             "if type(body) is dict:\n"
@@ -310,47 +341,22 @@ def batch_source(step: Any) -> str:
         )
     else:
         output = (
-            "key = KS[r]\nt = int(R[r, 0])\nstates = KL[R[r, 2]]\n"
+            "key = keys[r]\nt = ts[r]\nstates = KL[X[r]]\n"
             "out = augment(body, step_features(key, t, states, features), AUGMENT, NAME)"
-        )
-    reads = []
-    if step.key is None:
-        reads.append("KEYS = batch.keys()")
-        read_key = "key = KEYS[j]"
-    else:
-        read_key = "key = body[KEY]"
-    if step.time_field is None:
-        reads.append("TIMES = batch.times_ns()")
-        read_time = "t = TIMES[j]"
-    else:
-        read_time = "\n".join(
-            [
-                "value = body[TIME]",
-                "epoch = EPOCHS.get(value.tzinfo) if type(value) is datetime else None",
-                "if epoch is None:",
-                "    t = to_ns(value)",
-                "else:  # an aware UTC datetime: the arithmetic of storey._time._datetime_to_ns",
-                "    d = value - epoch",
-                "    t = ((d.days * 86400 + d.seconds) * 1000000 + d.microseconds) * 1000",
-                "    if t < I64_MIN or t > I64_MAX:",
-                "        break",
-            ]
         )
     row_ints = ", ".join(f"i{j}[r]" for j in range(n_int))
     row_floats = ", ".join(f"f{j}[r]" for j in range(n_float))
     return (
-        _RUN_TEMPLATE.replace("@ROW@", indent("\n".join(row), 3))
-        .replace("@BATCH_READS@", indent("\n".join(reads), 1))
-        .replace("@READ_KEY@", indent(read_key, 3))
-        .replace("@READ_TIME@", indent(read_time, 3))
-        .replace("@MS@", ", ".join(f"M{i}" for i in range(n)))
+        _RUN_TEMPLATE.replace("@KEYS@", indent(keys, 2))
+        .replace("@TIMES@", indent(times, 2))
+        .replace("@VALUES@", indent("\n".join(values), 2))
         .replace("@ADDRESSES@", ", ".join(f"s{i}._a, s{i}._z" for i in range(n)))
-        .replace("@VALUES@", ", ".join(f"v{i}" for i in range(n)))
+        .replace("@STATES@", "".join(f"s{i}, " for i in range(n)))
         .replace("@FEATURES@", _features_display(plans, columns=True))
         .replace("@COLUMNS@", _columns_source(n_int, n_float))
         .replace("@ROW_LISTS@", f"[{row_ints}], [{row_floats}]")
         .replace("@OUTPUT@", indent(output + "\nouts.append(out)", 2))
-        .replace("@OUTPUT_AT@", indent(output + "\nouts[r] = out", 2))
+        .replace("@OUTPUT_AT@", indent(output + "\nouts[r] = out", 3))
     )
 
 
@@ -572,31 +578,53 @@ def fused_apply(step: Any) -> Fused | None:
         ns[f"FL{i}"] = f
     source = fused_source(step)
     if batch_eligible(step):
+        from datetime import datetime
         from itertools import repeat
+        from operator import eq, itemgetter, sub, truth
 
-        from storey._time import _UTC_EPOCHS, to_ns
+        from storey._time import _utc_epoch, to_ns
         from storey.aggregations.step import augment
 
         module = classes[0]._MODULE.load()
+        every = (1 << n) - 1
         ns.update(
             {
                 "np": np,
                 "to_ns": to_ns,
+                "utc_epoch": _utc_epoch,
+                "sub": sub,
+                "eq": eq,
+                "truth": truth,
+                "repeat": repeat,
                 "out_rows": out_rows,
                 "regrow_keys": regrow_keys,
                 "ROWS": module.step_rows,
-                "repeat": repeat,
                 "mark_keys": step.table.mark_keys_dirty,
-                "EPOCHS": _UTC_EPOCHS,
                 "I64_MIN": -(2**63),
                 "I64_MAX": 2**63 - 1,
                 "NI": n_int,
+                "TUPLE": {tuple},
+                "DATETIME": {datetime},
+                "NUMERIC": {float, int, type(None)},
+                "COUNTABLE": {float, int, str, type(None)},
+                "ALL": every,
+                # accepted-aggregator bits -> the modes `partial` reads (non-zero: features present)
+                "EXPAND": [sum(1 << (2 * i) for i in range(n) if bits >> i & 1) for bits in range(every + 1)],
                 "augment": augment,
                 "AUGMENT": step._augmentation_fn,
                 "NAME": step.name,
                 "step_features": step._features,
             }
         )
+        if isinstance(step.key, str):
+            ns["GET_KEY"] = itemgetter(step.key)
+        if isinstance(step.time_field, str):
+            ns["GET_TIME"] = itemgetter(step.time_field)
+        for i, (r, f) in enumerate(zip(step._readers, step._filters, strict=True)):
+            ns[f"GET{i}"] = itemgetter(r.field)
+            if f is not None:
+                ns[f"FGET{i}"] = itemgetter(f.field)
+                ns[f"FVAL{i}"] = f.value
         source += batch_source(step)
     filename = f"<storey fused step {step.name}>"
     apply = compile_function(source, "apply", ns, filename)

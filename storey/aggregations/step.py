@@ -318,7 +318,13 @@ class AggregateByKey(Flow):
         while j < n:
             if flow is not None and flow.error is not None:
                 break
-            stop, out = run_rows(batch, j)
+            try:
+                stop, out = run_rows(batch, j)
+            except Exception as exc:
+                raise self._fail(exc, batch.event(j)) from exc
+            if stop < 0:  # reading the rows raised: the per-event path takes the rest of the batch
+                r = self._do_each(batch.events()[j:], 0)
+                return r, n
             j = stop
             if out is not None:
                 r = self._forward_batch(out)

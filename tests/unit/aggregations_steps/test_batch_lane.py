@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from storey import (
     AggregateByKey,
     FieldAggregator,
+    FieldEquals,
     FlowError,
     NoopDriver,
     QueryByKey,
@@ -36,6 +37,7 @@ from tests.unit.aggregations_steps.test_fused_step import (
     BASE,
     _long_rows,
     _readme_aggs,
+    _y_present,
     aggregators,
     assert_same_bodies,
     events,
@@ -83,7 +85,8 @@ def batched_and_per_event(monkeypatch, aggs, rows, **kwargs):
     with monkeypatch.context() as m:
         m.setattr(_step_fused, "batch_eligible", lambda step: False)
         per_event = run(aggs, rows, **kwargs)
-    assert "_do_batch" in vars(batched[4]) and "_do_batch" not in vars(per_event[4])
+    eligible = _step_fused.batch_eligible(batched[4])
+    assert ("_do_batch" in vars(batched[4])) == eligible and "_do_batch" not in vars(per_event[4])
     return batched, per_event
 
 
@@ -166,6 +169,19 @@ def test_a_failing_row_fails_as_on_the_per_event_path_after_the_rows_before_it(m
         assert info.value.step == step.name
     assert messages[0] == messages[1]
     assert seen[False] == seen[True] == [float(i) for i in range(25)]
+
+
+def test_only_pure_filters_and_body_fields_take_the_lane():
+    """The lane reads every row's values and filters (also of rows that turn out too late): it is taken
+    with `FieldEquals` filters and field values only; a custom filter keeps the per-event fused path."""
+    windows = SlidingWindows(["1h"], "10m")
+    rows = [({"key": "k", "x": 1.0, "y": 2.0, "s": "a"}, BASE)]
+    for flt, lane in ((None, True), (FieldEquals("s", "a"), True), (_y_present, False)):
+        agg = FieldAggregator("a", "x", ["sum"], windows, aggr_filter=flt)
+        step = run([agg], rows, fields=True)[4]
+        assert ("_do_batch" in vars(step)) is lane
+    step = run([FieldAggregator("a", lambda b: b["x"], ["sum"], windows)], rows, fields=True)[4]
+    assert "_do_batch" not in vars(step)
 
 
 def test_a_shared_table_keeps_rows_one_by_one():
