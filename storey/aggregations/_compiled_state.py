@@ -43,7 +43,7 @@ from storey.aggregations.kernels._codegen import compile_function, indent
 from storey.aggregations.kernels.base import Aggregation, Kernel, rename_temporaries
 from storey.aggregations.state import NO_TIME, KeyState
 
-__all__ = ["CompiledKeyState", "compiled_state_class", "supports"]
+__all__ = ["AddressBook", "CompiledKeyState", "compiled_state_class", "supports"]
 
 # -- run-time parameters (ip: int64; float parameters as bits) ------------------------------------------
 IP_N1, IP_NRET, IP_NMAX, IP_KIND, IP_W, IP_NW, IP_CS, IP_CB, IP_OUT, IP_HDR, IP_NAGG = range(11)
@@ -660,6 +660,35 @@ def supports(plan: Any) -> str | None:
     return None
 
 
+class AddressBook:
+    """The address and length of every buffer of the keys a batched fused step runs (``arr[row, 2i]`` and
+    ``arr[row, 2i + 1]`` for aggregator ``i`` of the key at ``row``), kept current by the states themselves
+    (a growing buffer writes its new address). ``rows`` maps a key to its row, ``states`` a row to the key's
+    states."""
+
+    __slots__ = ("arr", "rows", "states")
+
+    def __init__(self, width: int) -> None:
+        self.arr = np.zeros((256, width), np.int64)
+        self.rows: dict[Any, int] = {}
+        self.states: list[tuple[CompiledKeyState, ...]] = []
+
+    def add(self, key: Any, states: tuple[CompiledKeyState, ...]) -> None:
+        """Give `key` a row for its `states` (which then keep it current)."""
+        row = len(self.states)
+        if row == len(self.arr):
+            arr = np.zeros((2 * row, self.arr.shape[1]), np.int64)
+            arr[:row] = self.arr
+            self.arr = arr
+        self.states.append(states)
+        self.rows[key] = row
+        for i, st in enumerate(states):
+            st._book = self
+            st._row = (row, 2 * i)
+            self.arr[row, 2 * i] = st._a
+            self.arr[row, 2 * i + 1] = st._z
+
+
 class CompiledKeyState(KeyState):
     """`KeyState` over one numpy buffer per key, run by numba (see the module docstring).
 
@@ -667,7 +696,7 @@ class CompiledKeyState(KeyState):
     plan's features need); ``_a``/``_z`` its address and length. All are replaced when the buffer grows.
     """
 
-    __slots__ = ("_a", "_b", "_o", "_oi", "_z")
+    __slots__ = ("_a", "_b", "_book", "_o", "_oi", "_row", "_z")
 
     _IP: ClassVar[np.ndarray]
     _HDR: ClassVar[int]
@@ -679,6 +708,7 @@ class CompiledKeyState(KeyState):
     _MODULE: ClassVar[_Module]  # the generated module the numba functions come from
 
     def __init__(self, H: int = NO_TIME, tiles: int = INIT_TILES) -> None:
+        self._book: AddressBook | None = None
         self._set(np.zeros(self._HDR + tiles * self._W, np.int64))
         b = self._b
         b[B_H] = H
@@ -705,6 +735,10 @@ class CompiledKeyState(KeyState):
         self._b = b
         self._a = b.ctypes.data  # the buffer's address and length, for the batched fused path
         self._z = len(b)
+        book = self._book
+        if book is not None:
+            book.arr[self._row[0], self._row[1]] = self._a
+            book.arr[self._row[0], self._row[1] + 1] = self._z
         lo, hi, floats, ints = self._OUT
         if floats:
             self._o = b[lo:hi].view(np.float64)
@@ -773,6 +807,7 @@ class CompiledKeyState(KeyState):
 
     def copy(self) -> CompiledKeyState:
         st = type(self).__new__(type(self))
+        st._book = None
         b = self._b.copy()  # H and M included
         lo, hi = self._CACHES
         b[lo:hi] = 0  # caches start empty

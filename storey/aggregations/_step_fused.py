@@ -14,6 +14,16 @@ as `KeyState.observe`), the same reads, filters, conversions, skips, metrics and
 call after each read. Keys whose states are not of the plans' classes (states installed by another engine,
 e.g. `storey.frames` or a previous run) keep `_apply`: `AggregateByKey` marks the others by holding their
 states in a tuple.
+
+The batch lane (`batch_source`): a chunk of rows (`storey.flow.batch.EventBatch`, from a reader or from
+`emit`) is read column by column — keys, times, values and `FieldEquals` filters with C-level maps and
+numpy, each exactly as ``do`` converts one event's — and folded by one call of the module's ``step_rows``,
+which walks the rows in order over the keys' buffers (by address; a buffer that must grow defers its key's
+later rows to a second call) and decides acceptance itself: ``H`` and ``M`` live in the buffers. The results
+become the output bodies column by column. A chunk that cannot be read this way (a missing field, a value
+that does not convert) goes to the per-event path, which raises the step's error where it must. Since the
+lane reads every row's values and filters, also of rows that turn out too late, it is taken only with
+`FieldEquals` filters and field values (`batch_eligible`).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from storey.aggregations._compiled_state import (
     SP_NRET,
     SP_OUT,
     SP_P,
+    AddressBook,
     CompiledKeyState,
 )
 from storey.aggregations.field import FieldEquals
@@ -51,22 +62,13 @@ def eligible(step: Any) -> bool:
     return all(c._MODULE is classes[0]._MODULE for c in classes)
 
 
-def _aggregator_source(
-    i: int, q: int, reader: Any, has_filter: bool, count_only_plan: bool, batch: bool = False
-) -> str:
+def _aggregator_source(i: int, q: int, reader: Any, has_filter: bool, count_only_plan: bool) -> str:
     """Observe, filter and read aggregator `i` (the loop body of `AggregateByKey._apply`, with
-    `ValueReader.convert`'s float, int and None cases inlined); ``k<q>`` is ``t // P<i>``.
-
-    With `batch` (a row of `do_batch`), skips are counted in the local ``skipped`` and a read that fails
-    raises (the row then goes to the per-event path, which raises the step's error).
-    """
+    `ValueReader.convert`'s float, int and None cases inlined); ``k<q>`` is ``t // P<i>``."""
     take = f"v{i} = x" if not count_only_plan else "pass"
     add = f"modes |= {2 << (2 * i)}"
-    count = "sk += 1" if batch else 'metrics["skipped_values"] += 1'
-    skip = f"{count}\nmodes |= {1 << (2 * i)}"
-    if batch:
-        read = f"x = body[F{i}]" if reader.from_body else f"x = R{i}.field(element)"
-    elif reader.from_body:
+    skip = f'metrics["skipped_values"] += 1\nmodes |= {1 << (2 * i)}'
+    if reader.from_body:
         read = f"try:\n    x = body[F{i}]\nexcept (KeyError, TypeError):\n    x = R{i}.read(event, element)"
     else:
         read = f"x = R{i}.field(element)"
@@ -82,7 +84,7 @@ def _aggregator_source(
             indent(skip, 1),
             *([f"elif tx is str:\n    {add}"] if reader.count_only else []),
             "else:",
-            f"    x = R{i}.convert(x, {'None' if batch else 'event'})",
+            f"    x = R{i}.convert(x, event)",
             "    if x is SKIP:",
             indent(skip, 2),
             "    else:",
@@ -203,10 +205,9 @@ def run(batch, start):
 @VALUES@
     except Exception:
         return -1, None
-    KI = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    X = np.array(list(map(KI.__getitem__, keys)), np.int64)
-    KL = list(map(STATES.__getitem__, KI))
-    A = np.array([x for @STATES@ in KL for x in (@ADDRESSES@)], np.int64).reshape(len(KL), -1)
+    X = np.array(list(map(ROWS_OF.__getitem__, keys)), np.int64)
+    KL = BOOK.states
+    A = BOOK.arr
     T = np.array(ts, np.int64)
     O = out_rows(m)
     G = np.zeros(len(KL), np.int64)
@@ -350,8 +351,6 @@ def batch_source(step: Any) -> str:
         _RUN_TEMPLATE.replace("@KEYS@", indent(keys, 2))
         .replace("@TIMES@", indent(times, 2))
         .replace("@VALUES@", indent("\n".join(values), 2))
-        .replace("@ADDRESSES@", ", ".join(f"s{i}._a, s{i}._z" for i in range(n)))
-        .replace("@STATES@", "".join(f"s{i}, " for i in range(n)))
         .replace("@FEATURES@", _features_display(plans, columns=True))
         .replace("@COLUMNS@", _columns_source(n_int, n_float))
         .replace("@ROW_LISTS@", f"[{row_ints}], [{row_floats}]")
@@ -432,7 +431,7 @@ class Fused:
     """The fused ``do`` and ``apply`` of one started step, its batch ``run`` (or ``None``), and the state
     classes they run."""
 
-    __slots__ = ("_layouts", "apply", "do", "run", "source", "state_classes")
+    __slots__ = ("_layouts", "apply", "book", "do", "run", "source", "state_classes")
 
     def __init__(
         self,
@@ -445,6 +444,7 @@ class Fused:
         self.do = do
         self.apply = apply
         self.run = run
+        self.book: AddressBook | None = None  # of the batch lane: the keys whose states run fused
         self.source = source
         self.state_classes = classes
         self._layouts: dict[tuple[int, type], bool] = {}
@@ -535,15 +535,14 @@ def fused_apply(step: Any) -> Fused | None:
         return buf[:m]
 
     def regrow_keys(A: np.ndarray, states_of_keys: list, G: np.ndarray) -> None:
-        """Grow the buffers `step_rows` flagged in `G` (per key, a bit per aggregator), point `A` at the new
-        ones and clear `G` (after one doubling a buffer has room for the new tile)."""
+        """Grow the buffers `step_rows` flagged in `G` (per key, a bit per aggregator; their new addresses
+        reach `A`, the step's `AddressBook`, by themselves) and clear `G` (after one doubling a buffer has
+        room for the new tile)."""
         for x in np.flatnonzero(G).tolist():
             grow = int(G[x])
             for i, st in enumerate(states_of_keys[x]):
                 if grow >> i & 1:
                     st._grow()
-                    A[x, 2 * i] = st._a
-                    A[x, 2 * i + 1] = st._z
         G[:] = 0
 
     ns: dict[str, Any] = {
@@ -586,6 +585,7 @@ def fused_apply(step: Any) -> Fused | None:
         from storey.aggregations.step import augment
 
         module = classes[0]._MODULE.load()
+        book = AddressBook(2 * n)
         every = (1 << n) - 1
         ns.update(
             {
@@ -599,6 +599,8 @@ def fused_apply(step: Any) -> Fused | None:
                 "out_rows": out_rows,
                 "regrow_keys": regrow_keys,
                 "ROWS": module.step_rows,
+                "BOOK": book,
+                "ROWS_OF": book.rows,
                 "mark_keys": step.table.mark_keys_dirty,
                 "I64_MIN": -(2**63),
                 "I64_MAX": 2**63 - 1,
@@ -628,4 +630,6 @@ def fused_apply(step: Any) -> Fused | None:
         source += batch_source(step)
     filename = f"<storey fused step {step.name}>"
     apply = compile_function(source, "apply", ns, filename)
-    return Fused(ns["do"], apply, ns.get("run"), source, classes)
+    fused = Fused(ns["do"], apply, ns.get("run"), source, classes)
+    fused.book = ns.get("BOOK")
+    return fused

@@ -7,6 +7,8 @@ drives the very same state machine and emitter, so both engines give the same bi
 With `EmitEveryEvent` over compiled states, `_start` replaces the per-event path (`_do`, `_apply`) by the
 step's generated fused path (`storey.aggregations._step_fused`: the same steps unrolled, one numba call for
 all aggregators per event); `_apply` stays the reference and serves keys whose states came from elsewhere.
+Chunks of rows (the runtime's batch lane) then take `_fused_batch`: one compiled call per run of rows, the
+states of a chunk's new keys loaded at once, a row the run cannot take through `_do` (see `_step_fused`).
 """
 
 from __future__ import annotations
@@ -430,6 +432,8 @@ class AggregateByKey(Flow):
         fused = self._fused
         if fused is not None and fused.accepts(states):
             kept: list[KeyState] | tuple[KeyState, ...] = tuple(states)
+            if fused.book is not None:
+                fused.book.add(key, kept)  # type: ignore[arg-type]
         else:
             kept = states
         self._states[key] = kept
