@@ -226,3 +226,31 @@ def test_reader_batches_take_the_lane(tmp_path):
     emitted = c.terminate(wait=True)
     strip = [{k: v for k, v in b.items() if k not in ("t", "y")} for b in from_file]
     assert_same_bodies(strip, [{k: v for k, v in b.items() if k not in ("t", "y")} for b in emitted], "csv")
+
+
+def test_the_address_book_follows_buffers_that_grow_and_copies_are_not_in_it():
+    """`AddressBook` rows hold each aggregator buffer's current address and length, whoever grows it."""
+    from storey.aggregations._compiled_state import AddressBook
+
+    step = run(_readme_aggs(), [({"key": "k", "x": 1, "y": 2.0, "s": "a"}, BASE)], fields=True)[4]
+    classes = [p.state_class for p in step.plans]
+    book = AddressBook(2 * len(classes))
+    keys = [f"k{i}" for i in range(300)]  # more keys than the book's first allocation
+    for key in keys:
+        book.add(key, tuple(cls(BASE) for cls in classes))
+
+    def check():
+        for key in keys:
+            row = book.rows[key]
+            for i, st in enumerate(book.states[row]):
+                assert (book.arr[row, 2 * i], book.arr[row, 2 * i + 1]) == (st._b.ctypes.data, len(st._b))
+
+    check()
+    for j, key in enumerate(keys):
+        for _ in range(j % 3):
+            book.states[book.rows[key]][j % len(classes)]._grow()
+    check()
+    st = book.states[0][0]
+    before = book.arr.copy()
+    st.copy()._grow()  # a copy is not the key's state: the book does not follow it
+    assert (book.arr == before).all()
