@@ -72,7 +72,7 @@ import numpy as np
 
 from storey.drivers.base import Driver
 from storey.errors import StoreyError
-from storey.event import Event
+from storey.event import Event, _LazyId
 
 __all__ = [
     "LAST_EVENT_ID",
@@ -159,11 +159,11 @@ def _cache_key(key: Any) -> Hashable:
 
 
 def _resolved(entry: _Entry) -> tuple[Any, int | None]:
-    """``(id, time_ns)`` of an entry's last-event mark: its ``last_ref`` is an id, an `Event`, or with a
-    ``last_row`` an `EventBatch` whose row it is (the batch lane; the events of a row share its id)."""
+    """``(id, time_ns)`` of an entry's last-event mark: its ``last_ref`` is an id, an `Event`, or the lazily
+    drawn id its events share (the batch lane's rows; no `Event` nor chunk is kept for it)."""
     ref = entry.last_ref
-    if entry.last_row is not None:
-        ref = ref.event(entry.last_row)
+    if type(ref) is _LazyId:
+        return ref.get(), entry.last_time
     return (ref.id if isinstance(ref, Event) else ref), entry.last_time
 
 
@@ -178,7 +178,6 @@ class _Entry:
         "has_last",
         "last_event_dirty",
         "last_ref",
-        "last_row",
         "last_time",
         "loading",
         "marked",
@@ -200,7 +199,6 @@ class _Entry:
         self.dirty_states: dict[str, None] = {}
         self.has_last = False  # the last event applied (see `_resolved`), without a tuple per mark
         self.last_ref: Any = None
-        self.last_row: int | None = None
         self.last_time: int | None = None
         self.last_event_dirty = False
         self.tail: asyncio.Task[None] | None = None  # the latest write of this key
@@ -489,7 +487,6 @@ class Table:
         if event_id is not None or event_time_ns is not None:
             entry.has_last = True
             entry.last_ref = event_id
-            entry.last_row = None
             entry.last_time = event_time_ns
             entry.last_event_dirty = True
         self._mark_dirty(ck, entry)
@@ -500,21 +497,20 @@ class Table:
         The per-event path of `AggregateByKey`. `event` is the `Event` applied last (its id is read only
         when the key is written, so ids need not be drawn for events that are never persisted last).
         """
-        self.mark_keys_dirty(names, (key,), (event,), (None,), (event_time_ns,))
+        self.mark_keys_dirty(names, (key,), (event,), (event_time_ns,))
 
     def mark_keys_dirty(
         self,
         names: Sequence[str],
         keys: Iterable[Any],
         events: Iterable[Any],
-        rows: Iterable[int | None],
         times_ns: Iterable[int],
     ) -> None:
         """`mark_states_dirty` for several keys (the batch lane of `AggregateByKey`: one mark per key, for
-        its last row): the event of a key is ``events[i]``, or row ``rows[i]`` of the `EventBatch`
-        ``events[i]`` when that is not ``None``."""
+        its last row). ``events[i]`` is the `Event` of key ``keys[i]``, or just its id: a string, or the
+        lazily drawn id its events share (`EventBatch.row_ids`)."""
         entries = self._entries
-        for key, event, row, event_time_ns in zip(keys, events, rows, times_ns, strict=True):
+        for key, event, event_time_ns in zip(keys, events, times_ns, strict=True):
             ck = key if type(key) is not list else _cache_key(key)
             if ck is None:
                 continue
@@ -524,7 +520,6 @@ class Table:
                 raise KeyError(msg)
             entry.has_last = True
             entry.last_ref = event
-            entry.last_row = row
             entry.last_time = event_time_ns
             if entry.marked is names:  # O(1) per event while the key stays dirty
                 continue

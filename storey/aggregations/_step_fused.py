@@ -224,8 +224,7 @@ def run(batch, start):
     if late:
         metrics["late_events"] += late
     last = dict(zip(keys, range(start, start + m)))
-    batch.meta.share_ids()
-    mark_keys(NAMES, last, repeat(batch, len(last)), last.values(), [ts[r - start] for r in last.values()])
+    mark_keys(NAMES, last, batch.row_ids(last.values()), [ts[r - start] for r in last.values()])
     @COLUMNS@
     outs = []
     for r in range(m):

@@ -33,7 +33,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
 from operator import attrgetter, length_hint
 from typing import Any
@@ -109,6 +109,16 @@ class _Rows:
         if self.shared is None:
             self.shared = [None] * len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
 
+    def row_id(self, r: int) -> Any:
+        """The id of row `r`: given, or the lazily drawn id every event of the row shares."""
+        i = None if self.ids is None else self.ids[r]
+        if i is None:
+            self.share_ids()
+            i = self.shared[r]  # type: ignore[index]
+            if i is None:
+                i = self.shared[r] = _LazyId()  # type: ignore[index]
+        return i
+
     def key(self, r: int) -> Any:
         """The key of row `r`."""
         return None if self.keys is None else self.keys[r]
@@ -182,6 +192,14 @@ class _Emitted:
 
     def share_ids(self) -> None:
         """Nothing to do: copies of one event always share its (lazily drawn) id."""
+
+    def row_id(self, r: int) -> Any:
+        """The id of emitted event `r` (drawn lazily, shared with its copies)."""
+        ev = self.events[r]
+        i = ev._id
+        if i is None:
+            i = ev._id = _LazyId()
+        return i
 
     def key(self, r: int) -> Any:
         """The key of row `r`."""
@@ -291,6 +309,13 @@ class EventBatch:
             for ev, key in zip(events, self.rekeyed, strict=True):
                 ev.key = key
         return events
+
+    def row_ids(self, bodies: Iterable[int]) -> list[Any]:
+        """The ids of the events of `bodies` (indices into this batch), without building the events: each a
+        string, or the lazily drawn id that every event of its row shares."""
+        row_id = self.meta.row_id
+        rows = self.rows
+        return [row_id(j if rows is None else rows[j]) for j in bodies]
 
     def keys(self) -> list[Any]:
         """The key of every body, in order (``keys()[j]`` is ``event(j).key``)."""

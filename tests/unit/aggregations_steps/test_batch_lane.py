@@ -254,3 +254,21 @@ def test_the_address_book_follows_buffers_that_grow_and_copies_are_not_in_it():
     before = book.arr.copy()
     st.copy()._grow()  # a copy is not the key's state: the book does not follow it
     assert (book.arr == before).all()
+
+
+def test_marks_keep_ids_not_chunks():
+    """A key's last-event mark holds its event's id, not the chunk (which would keep every body of the chunk
+    alive for as long as the key is cached)."""
+    import gc
+
+    from storey.event import Event, _LazyId
+    from storey.flow.batch import EventBatch
+
+    rows = [({"key": f"k{i}", "x": 1, "y": 2.0, "s": "a"}, BASE + i * 10**9) for i in range(3000)]
+    table = Table("t", NoopDriver())
+    out, _, _, marks, step = run(_readme_aggs(), rows, fields=True, table=table)
+    assert "_do_batch" in vars(step)
+    refs = [entry.last_ref for entry in table._entries.values()]
+    assert refs and all(type(ref) in (str, _LazyId, Event) for ref in refs)
+    assert not [o for o in gc.get_referrers(*refs) if type(o) is EventBatch]
+    assert {key: mark[0] for key, mark in marks.items()} == {key: event_id for key, event_id, _ in out}
