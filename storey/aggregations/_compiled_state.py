@@ -666,10 +666,11 @@ class AddressBook:
     (a growing buffer writes its new address). ``rows`` maps a key to its row, ``states`` a row to the key's
     states."""
 
-    __slots__ = ("arr", "rows", "states")
+    __slots__ = ("arr", "grow", "rows", "states")
 
     def __init__(self, width: int) -> None:
         self.arr = np.zeros((256, width), np.int64)
+        self.grow = np.zeros(256, np.int64)  # per row: the aggregators whose buffers must grow (step_rows)
         self.rows: dict[Any, int] = {}
         self.states: list[tuple[CompiledKeyState, ...]] = []
 
@@ -680,6 +681,9 @@ class AddressBook:
             arr = np.zeros((2 * row, self.arr.shape[1]), np.int64)
             arr[:row] = self.arr
             self.arr = arr
+            grow = np.zeros(2 * row, np.int64)
+            grow[:row] = self.grow
+            self.grow = grow
         self.states.append(states)
         self.rows[key] = row
         for i, st in enumerate(states):

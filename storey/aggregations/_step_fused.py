@@ -210,13 +210,13 @@ def run(batch, start):
     A = BOOK.arr
     T = np.array(ts, np.int64)
     O = out_rows(m)
-    G = np.zeros(len(KL), np.int64)
+    G = BOOK.grow
     P = np.empty(m, np.int64)
     ACC = np.zeros(m, np.int64)
     CNT = np.zeros(2, np.int64)
     waiting = ROWS(T, C, X, V, A, CTX, O, np.arange(m, dtype=np.int64), G, P, ACC, CNT)
     while waiting:
-        regrow_keys(A, KL, G)
+        regrow_keys(KL, G, X[P[:waiting]])
         waiting = ROWS(T, C, X, V, A, CTX, O, P[:waiting].copy(), G, P, ACC, CNT)
     skipped, late = CNT.tolist()
     metrics["events"] += m
@@ -533,16 +533,17 @@ def fused_apply(step: Any) -> Fused | None:
             buf = out_buffer[0] = np.zeros((max(m, 2 * len(buf)), n_words), np.int64)
         return buf[:m]
 
-    def regrow_keys(A: np.ndarray, states_of_keys: list, G: np.ndarray) -> None:
-        """Grow the buffers `step_rows` flagged in `G` (per key, a bit per aggregator; their new addresses
-        reach `A`, the step's `AddressBook`, by themselves) and clear `G` (after one doubling a buffer has
-        room for the new tile)."""
-        for x in np.flatnonzero(G).tolist():
+    def regrow_keys(states_of_keys: list, G: np.ndarray, waiting_keys: np.ndarray) -> None:
+        """Grow the buffers `step_rows` flagged in `G` (per key, a bit per aggregator; such keys are among
+        those of the waiting rows; the new addresses reach the `AddressBook` by themselves) and clear the
+        flags (after one doubling a buffer has room for the new tile)."""
+        for x in np.unique(waiting_keys).tolist():
             grow = int(G[x])
-            for i, st in enumerate(states_of_keys[x]):
-                if grow >> i & 1:
-                    st._grow()
-        G[:] = 0
+            if grow:
+                G[x] = 0
+                for i, st in enumerate(states_of_keys[x]):
+                    if grow >> i & 1:
+                        st._grow()
 
     ns: dict[str, Any] = {
         "slow": step._apply,
