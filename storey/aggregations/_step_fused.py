@@ -224,7 +224,8 @@ def run(batch, start):
     if late:
         metrics["late_events"] += late
     last = dict(zip(keys, range(start, start + m)))
-    mark_keys(NAMES, last, batch.row_ids(last.values()), [ts[r - start] for r in last.values()])
+    rows_last = list(last.values())
+    mark_keys(NAMES, last, batch.row_ids(rows_last), [ts[r - start] for r in rows_last])
     @COLUMNS@
     outs = []
     for r in range(m):

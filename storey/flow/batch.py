@@ -33,13 +33,13 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from operator import attrgetter, length_hint
 from typing import Any
 
 from storey._time import now_ns
-from storey.event import Event, _LazyId
+from storey.event import Event, _LazyId, fresh_ids
 
 __all__ = ["EventBatch", "last_index"]
 
@@ -109,14 +109,17 @@ class _Rows:
         if self.shared is None:
             self.shared = [None] * len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
 
-    def row_id(self, r: int) -> Any:
-        """The id of row `r`: given, or the lazily drawn id every event of the row shares."""
+    def row_id(self, r: int, fresh: Iterator[str]) -> str:
+        """The id of row `r` (given, or drawn by an event of the row already), else the next of `fresh`,
+        which every event of the row then carries."""
         i = None if self.ids is None else self.ids[r]
-        if i is None:
-            self.share_ids()
-            i = self.shared[r]  # type: ignore[index]
-            if i is None:
-                i = self.shared[r] = _LazyId()  # type: ignore[index]
+        if i is not None:
+            return i  # type: ignore[no-any-return]
+        if self.shared is not None and self.shared[r] is not None:
+            return self.shared[r].get()  # type: ignore[no-any-return]
+        if self.ids is None:
+            self.ids = [None] * len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
+        i = self.ids[r] = next(fresh)  # type: ignore[index]
         return i
 
     def key(self, r: int) -> Any:
@@ -193,13 +196,16 @@ class _Emitted:
     def share_ids(self) -> None:
         """Nothing to do: copies of one event always share its (lazily drawn) id."""
 
-    def row_id(self, r: int) -> Any:
-        """The id of emitted event `r` (drawn lazily, shared with its copies)."""
+    def row_id(self, r: int, fresh: Iterator[str]) -> str:
+        """The id of emitted event `r`: its own, else the next of `fresh` (which it and its copies then
+        carry)."""
         ev = self.events[r]
         i = ev._id
         if i is None:
-            i = ev._id = _LazyId()
-        return i
+            i = ev._id = next(fresh)
+        elif type(i) is _LazyId:
+            i = i.get()
+        return i  # type: ignore[no-any-return]
 
     def key(self, r: int) -> Any:
         """The key of row `r`."""
@@ -310,12 +316,13 @@ class EventBatch:
                 ev.key = key
         return events
 
-    def row_ids(self, bodies: Iterable[int]) -> list[Any]:
-        """The ids of the events of `bodies` (indices into this batch), without building the events: each a
-        string, or the lazily drawn id that every event of its row shares."""
+    def row_ids(self, bodies: Sequence[int]) -> list[str]:
+        """The ids of the events of `bodies` (indices into this batch), without building the events; rows
+        without an id yet get fresh ones (drawn at once), which their events then carry."""
         row_id = self.meta.row_id
         rows = self.rows
-        return [row_id(j if rows is None else rows[j]) for j in bodies]
+        fresh = iter(fresh_ids(len(bodies)))
+        return [row_id(j if rows is None else rows[j], fresh) for j in bodies]
 
     def keys(self) -> list[Any]:
         """The key of every body, in order (``keys()[j]`` is ``event(j).key``)."""
