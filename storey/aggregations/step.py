@@ -340,16 +340,10 @@ class AggregateByKey(Flow):
                 if missing:
                     return self._preload(missing), j
             if j < n:  # the row the run could not take goes through the per-event path
-                event = batch.event(j)
+                r = self._do_each([batch.event(j)], 0)
                 j += 1
-                try:
-                    r = self._do(event)
-                except FlowError:
-                    raise
-                except Exception as exc:
-                    raise self._fail(exc, event) from exc
                 if r is not None:
-                    return self._guard(r, event), j
+                    return r, j
         return None, n
 
     def _missing_keys(self, batch: EventBatch, j: int) -> list[Any]:
