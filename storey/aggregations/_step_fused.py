@@ -199,7 +199,6 @@ def run(batch, start):
                 return start, None
             part = part[:m]
             keys = keys[:m]
-            states = states[:m]
         m = len(part)
 @TIMES@
 @VALUES@
@@ -208,7 +207,6 @@ def run(batch, start):
     X = np.array(list(map(ROWS_OF.__getitem__, keys)), np.int64)
     KL = BOOK.states
     A = BOOK.arr
-    T = np.array(ts, np.int64)
     O = out_rows(m)
     G = BOOK.grow
     P = np.empty(m, np.int64)
@@ -225,7 +223,7 @@ def run(batch, start):
         metrics["late_events"] += late
     last = dict(zip(keys, range(start, start + m)))
     rows_last = list(last.values())
-    mark_keys(NAMES, last, batch.row_ids(rows_last), [ts[r - start] for r in rows_last])
+    mark_keys(NAMES, last, batch.row_ids(rows_last), T[[r - start for r in rows_last]].tolist())
     @COLUMNS@
     outs = []
     for r in range(m):
@@ -313,22 +311,9 @@ def batch_source(step: Any) -> str:
     else:
         keys = "keys = list(map(GET_KEY, part))"
     if step.time_field is None:
-        times = "ts = batch.times_ns()[start : start + m]"
-    else:
-        times = "\n".join(
-            [
-                "ts = list(map(GET_TIME, part))",
-                "zones = {t.tzinfo for t in ts} if set(map(type, ts)) == DATETIME else ()",
-                "epoch = utc_epoch(next(iter(zones))) if len(zones) == 1 and None not in zones else None",
-                "if epoch is None:",
-                "    ts = list(map(to_ns, ts))",
-                "else:  # aware UTC datetimes: the arithmetic of storey._time._datetime_to_ns",
-                "    ts = [((d.days * 86400 + d.seconds) * 1000000 + d.microseconds) * 1000"
-                " for d in map(sub, ts, repeat(epoch, m))]",
-                "    if min(ts) < I64_MIN or max(ts) > I64_MAX:",
-                "        raise OverflowError",
-            ]
-        )
+        times = "T = np.array(batch.times_ns()[start : start + m], np.int64)"
+    else:  # to_ns_array: `to_ns` of each value (one pass for aware UTC datetimes)
+        times = "T = to_ns_array(list(map(GET_TIME, part)))"
     values = ["C = None", f"V = np.zeros((m, {n}), np.float64)"]
     for i, (p, r, f) in enumerate(zip(plans, step._readers, step._filters, strict=True)):
         values.append(_values_source(i, r, f, tuple(p.kernels) == ("count",)))
@@ -342,7 +327,7 @@ def batch_source(step: Any) -> str:
         )
     else:
         output = (
-            "key = keys[r]\nt = ts[r]\nstates = KL[X[r]]\n"
+            "key = keys[r]\nt = int(T[r])\nstates = KL[X[r]]\n"
             "out = augment(body, step_features(key, t, states, features), AUGMENT, NAME)"
         )
     row_ints = ", ".join(f"i{j}[r]" for j in range(n_int))
@@ -578,11 +563,10 @@ def fused_apply(step: Any) -> Fused | None:
         ns[f"FL{i}"] = f
     source = fused_source(step)
     if batch_eligible(step):
-        from datetime import datetime
         from itertools import repeat
-        from operator import eq, itemgetter, sub, truth
+        from operator import eq, itemgetter, truth
 
-        from storey._time import _utc_epoch, to_ns
+        from storey._time import to_ns_array
         from storey.aggregations.step import augment
 
         module = classes[0]._MODULE.load()
@@ -591,9 +575,7 @@ def fused_apply(step: Any) -> Fused | None:
         ns.update(
             {
                 "np": np,
-                "to_ns": to_ns,
-                "utc_epoch": _utc_epoch,
-                "sub": sub,
+                "to_ns_array": to_ns_array,
                 "eq": eq,
                 "truth": truth,
                 "repeat": repeat,
@@ -603,11 +585,8 @@ def fused_apply(step: Any) -> Fused | None:
                 "BOOK": book,
                 "ROWS_OF": book.rows,
                 "mark_keys": step.table.mark_keys_dirty,
-                "I64_MIN": -(2**63),
-                "I64_MAX": 2**63 - 1,
                 "NI": n_int,
                 "TUPLE": {tuple},
-                "DATETIME": {datetime},
                 "NUMERIC": {float, int, type(None)},
                 "COUNTABLE": {float, int, str, type(None)},
                 "ALL": every,

@@ -129,3 +129,25 @@ def test_import_storey_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import storey pulled in {out.stdout.strip()}"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=dt.datetime(1678, 1, 1), max_value=dt.datetime(2261, 12, 31)),
+            st.sampled_from(["utc", "zoneinfo-utc", "plus-2h", "naive"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_lists_of_datetimes_match_to_ns(values):
+    """The one-pass path for lists of aware UTC datetimes (one zone) gives `to_ns`'s integers; lists it
+    does not cover (other zones, naive, mixed) take the element-wise path."""
+    from zoneinfo import ZoneInfo
+
+    zones = {"utc": dt.UTC, "zoneinfo-utc": ZoneInfo("UTC"), "plus-2h": dt.timezone(dt.timedelta(hours=2))}
+    items = [v if z == "naive" else v.replace(tzinfo=zones[z]) for v, z in values]
+    assert to_ns_array(items).tolist() == [to_ns(v) for v in items]
+    same_zone = [v.replace(tzinfo=ZoneInfo("UTC")) for v, _ in values]
+    assert to_ns_array(same_zone).tolist() == [to_ns(v) for v in same_zone]
