@@ -72,7 +72,7 @@ import numpy as np
 
 from storey.drivers.base import Driver
 from storey.errors import StoreyError
-from storey.event import Event, _LazyId
+from storey.event import Event
 
 __all__ = [
     "LAST_EVENT_ID",
@@ -159,11 +159,9 @@ def _cache_key(key: Any) -> Hashable:
 
 
 def _resolved(entry: _Entry) -> tuple[Any, int | None]:
-    """``(id, time_ns)`` of an entry's last-event mark: its ``last_ref`` is an id, an `Event`, or the lazily
-    drawn id its events share (the batch lane's rows; no `Event` nor chunk is kept for it)."""
+    """``(id, time_ns)`` of an entry's last-event mark: its ``last_ref`` is the `Event` (whose id is drawn
+    only when needed) or the id itself (the batch lane's rows: no `Event` nor chunk is kept for them)."""
     ref = entry.last_ref
-    if type(ref) is _LazyId:
-        return ref.get(), entry.last_time
     return (ref.id if isinstance(ref, Event) else ref), entry.last_time
 
 
@@ -507,8 +505,8 @@ class Table:
         times_ns: Iterable[int],
     ) -> None:
         """`mark_states_dirty` for several keys (the batch lane of `AggregateByKey`: one mark per key, for
-        its last row). ``events[i]`` is the `Event` of key ``keys[i]``, or just its id: a string, or the
-        lazily drawn id its events share (`EventBatch.row_ids`)."""
+        its last row). ``events[i]`` is the `Event` of key ``keys[i]``, or just its id
+        (`EventBatch.row_ids`)."""
         entries = self._entries
         for key, event, event_time_ns in zip(keys, events, times_ns, strict=True):
             ck = key if type(key) is not list else _cache_key(key)

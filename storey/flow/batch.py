@@ -3,9 +3,10 @@
 Reader sources (`ReadCSV`, `ReadParquet`, `DataframeSource`) hand the runtime one `EventBatch` per chunk of
 rows instead of a list of `Event` objects. A batch holds the bodies, and per source row the key, time (int
 ns), origin and id; the `Event` of a row is only built when a step needs it (`event`, `events`). Events
-emitted through a controller travel the same lane (`EventBatch.of_events`): there the source rows are the
-emitted `Event` objects themselves, and a row's event is a shallow copy of its emitted event (sharing its
-lazily drawn id) with the new body; an untouched batch hands on the emitted events themselves. Steps that
+emitted through a controller travel the same lane: plain bodies as `EventBatch.of_bodies` (no key, their
+emit times, no origin), emitted `Event` objects as `EventBatch.of_events`, where a row's event is a shallow
+copy of its emitted event (sharing its lazily drawn id) with the new body and an untouched batch hands on
+the emitted events themselves. Steps that
 can work on bodies alone (`Map`, `Filter`, `FlatMap`, `Reduce` with sync functions and ``full_event=False``)
 override `Flow._do_batch`; every other step receives the materialised events one by one, exactly as on the
 per-event path.
@@ -104,22 +105,25 @@ class _Rows:
             ev._id = i
         return ev
 
+    def __len__(self) -> int:
+        return len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
+
     def share_ids(self) -> None:
         """Events of one row built more than once (FlatMap outputs) must share one id."""
         if self.shared is None:
-            self.shared = [None] * len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
+            self.shared = [None] * len(self)
 
     def row_id(self, r: int, fresh: Iterator[str]) -> str:
         """The id of row `r` (given, or drawn by an event of the row already), else the next of `fresh`,
         which every event of the row then carries."""
-        i = None if self.ids is None else self.ids[r]
-        if i is not None:
-            return i  # type: ignore[no-any-return]
+        ids = self.ids
+        if ids is not None and ids[r] is not None:
+            return ids[r]  # type: ignore[no-any-return]
         if self.shared is not None and self.shared[r] is not None:
             return self.shared[r].get()  # type: ignore[no-any-return]
-        if self.ids is None:
-            self.ids = [None] * len(self.times_ns if self.positions is None else self.positions)  # type: ignore[arg-type]
-        i = self.ids[r] = next(fresh)  # type: ignore[index]
+        if type(ids) is not list:  # none yet, or a reader's sequence: a list the row's events then read
+            ids = self.ids = [None] * len(self) if ids is None else list(ids)
+        i = ids[r] = next(fresh)
         return i
 
     def key(self, r: int) -> Any:

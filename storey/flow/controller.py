@@ -76,7 +76,6 @@ class FlowController:
         self._inbox = ThreadInbox(buffer_size)
         self._terminated = False
         self._lock = threading.Lock()
-        self._complete = run.has_complete
         self._runner = _ThreadRunner(lambda: execute(run, self._inbox.batches(run)))
 
     def emit(

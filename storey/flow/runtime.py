@@ -320,13 +320,14 @@ def _cut(batch: list[Any], terminating: bool) -> tuple[list[Any], bool]:
 class ThreadInbox:
     """A bounded queue fed from user threads and drained in batches by the run loop.
 
-    `put` takes no lock on its fast path (room in the queue, the loop not asleep): under the GIL
-    ``list.append`` is atomic, and the loop drains by slicing off the items it counted, so items appended
-    meanwhile stay queued. Waking the loop follows Dekker's order: the loop publishes its waiter, then
-    looks at the queue again before sleeping; `put` appends, then looks for a waiter. The lock is taken
-    only to wake the loop, to block while the queue is full, and to wake blocked producers. The bound is
-    checked before the append, so producers racing on the last free place may overshoot it by at most the
-    number of racing threads minus one.
+    The queue holds ``body, time_ns`` pairs (`put_body`). `put` takes no lock on its fast path (room in the
+    queue, the loop not asleep): under the GIL one ``list +=`` of a pair is atomic, and the loop drains by
+    slicing off the items it counted (always whole pairs), so items appended meanwhile stay queued. Waking
+    the loop follows Dekker's order: the loop publishes its waiter, then looks at the queue again before
+    sleeping; `put` appends, then looks for a waiter. The lock is taken only to wake the loop, to block
+    while the queue is full, and to wake blocked producers. The bound is checked before the append, so
+    producers racing on the last free place may overshoot it by at most the number of racing threads minus
+    one.
 
     Before sleeping on an empty queue the loop yields the GIL once (``time.sleep(0)``), so that a producer
     in the middle of a burst fills the queue instead of waking the loop for every few events: batches get
@@ -336,7 +337,6 @@ class ThreadInbox:
     def __init__(self, maxsize: int) -> None:
         self._items: list[Any] = []
         self._cond = threading.Condition(threading.Lock())
-        self._maxsize = maxsize
         self._limit = 2 * maxsize  # two list items per queued element
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

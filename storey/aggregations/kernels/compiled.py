@@ -28,7 +28,7 @@ __all__ = ["cache_dir", "compiled_update_many", "load_generated_module", "njit",
 _CACHE: dict[tuple[type, bool, bool], Callable[..., Any]] = {}
 
 
-def njit(fn: Callable[..., Any]) -> Callable[..., Any]:
+def njit(fn: Callable[..., Any], *, nogil: bool = False) -> Callable[..., Any]:
     """``numba.njit`` with the settings parity requires: no fastmath, no parallel.
 
     Functions defined in a real source file (the generated modules of `load_generated_module`, or storey's
@@ -37,16 +37,13 @@ def njit(fn: Callable[..., Any]) -> Callable[..., Any]:
     numba = require("numba")
     code = getattr(fn, "__code__", None)
     cache = code is not None and os.path.isfile(code.co_filename) and _CACHE_OK
-    return numba.njit(fastmath=False, parallel=False, cache=cache)(fn)
+    return numba.njit(fastmath=False, parallel=False, nogil=nogil, cache=cache)(fn)
 
 
 def njit_nogil(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`njit` releasing the GIL while it runs (for long calls over arrays only, such as a batch of rows:
-    another thread, e.g. one emitting events, runs meanwhile)."""
-    numba = require("numba")
-    code = getattr(fn, "__code__", None)
-    cache = code is not None and os.path.isfile(code.co_filename) and _CACHE_OK
-    return numba.njit(fastmath=False, parallel=False, nogil=True, cache=cache)(fn)
+    """`njit` releasing the GIL while it runs (for long calls over arrays only, such as a batch of rows or
+    a batch engine's kernels: other threads run meanwhile)."""
+    return njit(fn, nogil=True)
 
 
 _CACHE_OK = not os.environ.get("STOREY_NUMBA_NO_CACHE")
