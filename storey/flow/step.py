@@ -204,26 +204,20 @@ class Flow:
 
     def _do_each(self, events: list[Event], start: int) -> Awaitable[Any] | None:
         """`_do` on ``events[start:]`` one by one; on an awaitable, the rest continues after it."""
-        run = self._run
-        for i in range(start, len(events)):
-            if run is not None and run.error is not None:
-                return None
-            ev = events[i]
-            try:
-                r = self._do(ev)
-            except FlowError:
-                raise
-            except Exception as exc:
-                raise self._fail(exc, ev) from exc
-            if r is not None:
-                return self._do_each_after(self._guard(r, ev), events, i + 1)
-        return None
+        return _each(self._run, self._do_one, events, start)
+
+    def _do_one(self, event: Event) -> Awaitable[Any] | None:
+        """`_do` with this step's error attribution (and its awaitable guarded the same way)."""
+        try:
+            r = self._do(event)
+        except FlowError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, event) from exc
+        return None if r is None else self._guard(r, event)
 
     async def _do_each_after(self, pending: Awaitable[Any], events: list[Event], start: int) -> None:
-        await pending
-        r = self._do_each(events, start)
-        if r is not None:
-            await r
+        await _each_after(self._run, self._do_one, pending, events, start)
 
     def _forward_batch(self, batch: EventBatch) -> Awaitable[Any] | None:
         """Hand a batch on: whole to a single outlet, else event by event (fan-out copies per event)."""
@@ -238,20 +232,7 @@ class Flow:
         return None
 
     def _forward_each(self, events: list[Event], start: int) -> Awaitable[Any] | None:
-        run = self._run
-        for i in range(start, len(events)):
-            if run is not None and run.error is not None:
-                return None
-            r = self._forward(events[i])
-            if r is not None:
-                return self._forward_each_after(r, events, i + 1)
-        return None
-
-    async def _forward_each_after(self, pending: Awaitable[Any], events: list[Event], start: int) -> None:
-        await pending
-        r = self._forward_each(events, start)
-        if r is not None:
-            await r
+        return _each(self._run, self._forward, events, start)
 
     def _fail_batch(
         self, exc: BaseException, batch: EventBatch, j: int, accepted: EventBatch | None
@@ -354,6 +335,41 @@ class Flow:
     def _termination_result(self) -> Any:
         """A leaf's own termination result."""
         return None
+
+
+def _each(
+    run: Run | None, call: Callable[[Event], Awaitable[Any] | None], events: list[Event], start: int
+) -> Awaitable[Any] | None:
+    """``call`` on ``events[start:]`` one by one (stopping once the run failed); on an awaitable, the rest
+    continues after it."""
+    pending, i = _each_until(run, call, events, start)
+    return None if pending is None else _each_after(run, call, pending, events, i)
+
+
+def _each_until(
+    run: Run | None, call: Callable[[Event], Awaitable[Any] | None], events: list[Event], start: int
+) -> tuple[Awaitable[Any] | None, int]:
+    for i in range(start, len(events)):
+        if run is not None and run.error is not None:
+            break
+        r = call(events[i])
+        if r is not None:
+            return r, i + 1
+    return None, len(events)
+
+
+async def _each_after(
+    run: Run | None,
+    call: Callable[[Event], Awaitable[Any] | None],
+    pending: Awaitable[Any] | None,
+    events: list[Event],
+    start: int,
+) -> None:
+    """Await `pending`, then the rest: a loop, not one coroutine nested in the next per waiting event (a
+    chunk of thousands of such events would exceed the recursion limit)."""
+    while pending is not None:
+        await pending
+        pending, start = _each_until(run, call, events, start)
 
 
 def _reject_unknown_kwargs(cls: type, kwargs: dict[str, Any]) -> None:

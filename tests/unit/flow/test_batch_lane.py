@@ -25,6 +25,7 @@ from storey import (
     ReadCSV,
     ReadParquet,
     Reduce,
+    Source,
     build_flow,
 )
 from storey.flow.batch import EventBatch
@@ -357,3 +358,34 @@ def test_a_flow_error_raised_by_a_function_goes_on_unchanged(tmp_path, where, pe
         build_flow(graph).run().await_termination()
     assert info.value is raised
     assert raised.__cause__ is None
+
+
+@pytest.mark.parametrize("where", ["step", "outlets"])
+def test_a_chunk_whose_every_event_waits_does_not_nest_coroutines(where):
+    """A chunk of thousands of events that each return an awaitable (first keys loading, async functions) is
+    awaited event after event, not as a chain of coroutines one deeper per event (that overflowed Python's
+    recursion limit)."""
+    from storey.flow.runtime import TERMINATE, Run, execute
+    from storey.flow.step import Flow
+
+    class Waits(Flow):
+        def _do(self, event):
+            async def later():
+                await asyncio.sleep(0)
+                await self._emit(event)
+
+            return later()
+
+    steps = [Waits()] if where == "step" else [Waits(), Waits()]  # two outlets: the fan-out goes per event
+    head = build_flow([Source(), *steps[:1], Reduce(0, lambda acc, _: acc + 1)])
+    if where == "outlets":
+        head = Source()
+        head.to(steps[0]).to(Reduce(0, lambda acc, _: acc + 1))
+        head.to(steps[1])
+    run = Run(head)
+
+    async def feed():
+        yield EventBatch.of(list(range(5000)))
+        yield TERMINATE
+
+    assert asyncio.run(execute(run, feed())) == 5000
