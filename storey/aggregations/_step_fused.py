@@ -9,11 +9,11 @@ the *same* steps unrolled with the plan constants inlined, and one call of the m
 results land in two reusable arrays (ints, floats) that become the output dict in one display.
 
 Same bits and same semantics as `_apply`: the same acceptance (``H`` and ``M`` advance in Python, exactly
-as `KeyState.observe`), the same reads, filters, conversions, skips, metrics and errors, the same compiled
-``add``/``evaluate`` on the same buffers; aggregators are independent, so one call after all reads equals a
-call after each read. Keys whose states are not of the plans' classes (states installed by another engine,
-e.g. `storey.frames` or a previous run) keep `_apply`: `AggregateByKey` marks the others by holding their
-states in a tuple.
+as `KeyState.observe`, on the words of the state buffer that hold them), the same reads, filters,
+conversions, skips, metrics and errors, the same compiled ``add``/``evaluate`` on the same buffers;
+aggregators are independent, so one call after all reads equals a call after each read. Keys whose states
+are not of the plans' classes (states installed by another engine, e.g. `storey.frames` or a previous run)
+keep `_apply`: `AggregateByKey` marks the others by holding their states in a tuple.
 
 The batch lane (`batch_source`): a chunk of rows (`storey.flow.batch.EventBatch`, from a reader or from
 `emit`) is read column by column — keys, times, values and `FieldEquals` filters with C-level maps and
@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from storey.aggregations._compiled_state import (
+    B_H,
+    B_M,
     MAX_FUSED,
     SP_FO,
     SP_IO,
@@ -92,10 +94,12 @@ def _aggregator_source(i: int, q: int, reader: Any, has_filter: bool, count_only
         ]
     )
     lines = [
-        f"if t > s{i}.H:",
-        f"    s{i}.H = t",
-        f"    s{i}.M = k{q}",
-        f"M{i} = s{i}.M",
+        # H and M are words of the state's buffer (`CompiledKeyState.H`/`M`, read here without the properties)
+        f"b{i} = s{i}._b",
+        f"if t > b{i}.item({B_H}):",
+        f"    b{i}[{B_H}] = t",
+        f"    b{i}[{B_M}] = k{q}",
+        f"M{i} = b{i}.item({B_M})",
         f"v{i} = 0.0",
         f"if k{q} < M{i} - N{i}:",
         "    late = True",
