@@ -20,6 +20,10 @@ def _now_ns() -> int:
     return _time_ns() // 1000 * 1000
 
 
+_VERSION_4 = bytes((x & 0x0F) | 0x40 for x in range(256))  # byte 6: version 4
+_VARIANT = bytes((x & 0x3F) | 0x80 for x in range(256))  # byte 8: the RFC 4122 variant
+
+
 def fresh_ids(n: int) -> list[str]:
     """`n` fresh ids in the format of ``uuid4().hex`` (random, version 4, RFC 4122 variant), drawn at once.
 
@@ -32,10 +36,9 @@ def fresh_ids(n: int) -> list[str]:
     if n <= 0:
         return []
     raw = bytearray(os.urandom(16 * n))
-    raw[6::16] = bytes((x & 0x0F) | 0x40 for x in raw[6::16])
-    raw[8::16] = bytes((x & 0x3F) | 0x80 for x in raw[8::16])
-    text = raw.hex()
-    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    return raw.hex(" ", -16).split(" ")  # a space after every 16 bytes, then split: one C call each
 
 
 class _LazyId:

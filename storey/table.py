@@ -445,6 +445,53 @@ class Table:
         entry = await self._loaded(ck, refresh=refresh)
         return MappingProxyType(entry.record or {})
 
+    async def load_records(self, keys: Sequence[Any]) -> list[Mapping[str, Any] | BaseException]:
+        """`load_record` of several keys at once: the keys neither cached nor being loaded are read with one
+        driver call (`Driver.load_keys`), in one task.
+
+        Returns, per key, its read-only record, or the exception its load (or its key's encoding) raised: one
+        failing key does not fail the others.
+        """
+        out: list[Mapping[str, Any] | BaseException | None] = []
+        pending: list[tuple[int, _Entry, asyncio.Task[Any]]] = []  # (position, entry, the task loading it)
+        reads: dict[_Entry, str] = {}  # the entries this call reads, with their encoded keys
+        read_at: list[tuple[int, _Entry]] = []
+        for key in keys:
+            ck = _cache_key(key)
+            entry = None if ck is None else self._entries.get(ck)
+            if ck is None or (entry is not None and entry.record is not None):
+                out.append(_EMPTY if entry is None else None)
+                continue
+            if entry is None:
+                entry = self._entries[ck] = _Entry()
+            out.append(None)
+            if entry.loading is not None:
+                pending.append((len(out) - 1, entry, entry.loading))
+                continue
+            if entry not in reads:
+                try:
+                    reads[entry] = self._encoded(ck, entry)
+                except TypeError as exc:
+                    out[-1] = exc
+                    continue
+            read_at.append((len(out) - 1, entry))
+        if reads:
+            task = asyncio.get_running_loop().create_task(self._read_many(list(reads.items())))
+            for entry in reads:
+                entry.loading = task
+            task.add_done_callback(functools.partial(_clear_loading_many, list(reads)))
+            pending.extend((i, entry, task) for i, entry in read_at)
+        if pending:
+            await asyncio.wait({task for _, _, task in pending})  # not cancelled with the caller (a shield)
+        for i, entry, task in pending:
+            if entry.record is None:
+                errors = None if task.cancelled() or task.exception() else task.result()
+                out[i] = (errors or {}).get(entry) or _load_failed(self.table_path, task)
+        for i, value in enumerate(out):
+            if value is None:
+                out[i] = MappingProxyType(self._entries[_cache_key(keys[i])].record)  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
+
     def cached_record(self, key: Any) -> Mapping[str, Any] | None:
         """The cached stored record of ``key`` (read-only), or ``None`` if it was never loaded."""
         entry = self._entries.get(_cache_key(key))
@@ -637,8 +684,22 @@ class Table:
         await asyncio.shield(task)
         return entry
 
+    async def _read_many(self, reads: list[tuple[_Entry, str]]) -> dict[_Entry, BaseException]:
+        """Read several records with one driver call; returns the errors of the keys whose load failed."""
+        records = await self.storage.load_keys(self.table_path, [encoded for _, encoded in reads])
+        errors = {}
+        for (entry, _), record in zip(reads, records, strict=True):
+            if isinstance(record, BaseException):
+                errors[entry] = record
+            else:
+                self._received(entry, record or {})
+        return errors
+
     async def _read(self, entry: _Entry, encoded: str) -> None:
-        record = await self.storage.load_key(self.table_path, encoded) or {}
+        self._received(entry, await self.storage.load_key(self.table_path, encoded) or {})
+
+    def _received(self, entry: _Entry, record: dict[str, Any]) -> None:
+        """Install a record just read from the driver."""
         static = {name: value for name, value in record.items() if not name.startswith(RESERVED_PREFIX)}
         if entry.record is None:  # first load: local writes are newer than storage
             if not entry.replaced:
@@ -772,6 +833,20 @@ class Table:
             await self.storage.close()
         except Exception as exc:
             logger.warning("table %r: closing the driver failed: %s", self.table_path, exc, exc_info=exc)
+
+
+def _clear_loading_many(entries: list[_Entry], task: asyncio.Task[Any]) -> None:
+    for entry in entries:
+        if entry.loading is task:
+            entry.loading = None
+
+
+def _load_failed(table_path: str, task: asyncio.Task[Any]) -> BaseException:
+    """The error of a load task whose key got no record."""
+    if task.cancelled():
+        return asyncio.CancelledError()
+    exc = task.exception()
+    return exc if exc is not None else StoreyError(f"table {table_path!r}: loading the key failed")
 
 
 def _clear_loading(entry: _Entry, task: asyncio.Task[None]) -> None:

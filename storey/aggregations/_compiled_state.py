@@ -33,11 +33,14 @@ Buffer layout (8-byte words; ``W = 1 + len(plan.row_fields)``, ``NW`` windows, `
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from storey.aggregations.blob import _HEAD as _BLOB_HEAD
+from storey.aggregations.blob import MAGIC as _BLOB_MAGIC
 from storey.aggregations.kernels import get_aggregation, get_kernel
 from storey.aggregations.kernels._codegen import compile_function, indent
 from storey.aggregations.kernels.base import Aggregation, Kernel, rename_temporaries
@@ -55,6 +58,7 @@ B_START, B_END, B_H, B_M, B_CB = 0, 1, 2, 3, 4
 # cache entry extras, after the W row-shaped words
 C_OK, C_LO, C_HI, C_FIRST, C_LAST, C_HAS, C_CC = range(7)
 N_CEXTRA = 7
+_U32 = struct.Struct("<I")
 INIT_TILES = 8
 """Tile rows a new key's buffer holds before it first grows."""
 GROW_4X_BELOW = 64
@@ -710,6 +714,8 @@ class CompiledKeyState(KeyState):
     _FIELDS: ClassVar[tuple[tuple[int, bool], ...]]  # per row field: (column in a row, is int)
     _KINDS: ClassVar[tuple[bool, ...]]  # per feature: whether it is an int
     _MODULE: ClassVar[_Module]  # the generated module the numba functions come from
+    _ENC_FIELDS: ClassVar[bytes]  # the blob's field list (§7.2)
+    _ENC_COLUMNS: ClassVar[np.ndarray]  # the buffer columns of the tile index and the row fields
 
     def __init__(self, H: int = NO_TIME, tiles: int = INIT_TILES) -> None:
         self._book: AddressBook | None = None
@@ -798,16 +804,22 @@ class CompiledKeyState(KeyState):
         return self._live(self.M - self._NRET)
 
     def encode(self) -> bytes:
-        """The blob of `KeyState.encode`, straight from the buffer's retained rows (no Python rows)."""
-        from storey.aggregations.blob import encode
-
+        """The blob of `KeyState.encode`, straight from the buffer's retained rows: the tile indices and
+        the field columns are one transposed copy of the rows (float fields are their IEEE bits already)."""
         b = self._b
-        block_i, block_f = self._block(int(b[B_START]), int(b[B_END]))
-        keys = block_i[:, 0]
-        first = int(np.searchsorted(keys, self.M - self._NRET, side="left"))
-        columns = [(block_i if is_int else block_f)[first:, col] for col, is_int in self._FIELDS]
-        dtypes = ["i8" if is_int else "f8" for _, is_int in self._FIELDS]
-        return encode(self.H, self._P, self.plan.row_fields, keys[first:], columns, dtypes)
+        start, end, H, M = b[:4].tolist()
+        W = self._W
+        block = b[self._HDR + start * W : self._HDR + end * W].reshape(-1, W)
+        first = int(np.searchsorted(block[:, 0], M - self._NRET, side="left"))
+        columns = block[first:, self._ENC_COLUMNS].T
+        return b"".join(
+            (
+                _BLOB_HEAD.pack(_BLOB_MAGIC, H, self._P),
+                self._ENC_FIELDS,
+                _U32.pack(end - start - first),
+                columns.astype("<i8", copy=False).tobytes(),
+            )
+        )
 
     def copy(self) -> CompiledKeyState:
         st = type(self).__new__(type(self))
@@ -959,6 +971,10 @@ def compiled_state_class(plan: Any, attrs: dict[str, Any]) -> type[CompiledKeySt
             "_CACHES": (CB, OUT),
             "_OUT": (OUT, HDR, not all(kinds), any(kinds)),
             "_FIELDS": fields,
+            # blob layout (§7.2): the row fields' names, then which buffer columns hold tiles and fields
+            "_ENC_FIELDS": struct.pack("<H", len(plan.row_fields))
+            + b"".join(struct.pack("<B", len(f)) + f.encode("ascii") for f in plan.row_fields),
+            "_ENC_COLUMNS": np.array([0] + [col for col, _ in fields], np.intp),
             "_KINDS": tuple(kinds),
             "_MODULE": module,
             "methods_source": source,

@@ -13,7 +13,6 @@ states of a chunk's new keys loaded at once, a row the run cannot take through `
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from copy import copy
 from decimal import Decimal
@@ -367,16 +366,14 @@ class AggregateByKey(Flow):
         return list(missing)
 
     async def _preload(self, keys: list[Any]) -> None:
-        """Find or load the states of `keys` (loads run concurrently). A key whose load or decoding fails
+        """Find or load the states of `keys` (one `Table.load_records`). A key whose load or decoding fails
         is left without states: its row takes the per-event path, which does it again and raises the step's
         error."""
         try:
             loads = [key for key in keys if self._live_states(key) is None]
             if not loads:
                 return
-            records = await asyncio.gather(
-                *(self.table.load_record(key) for key in loads), return_exceptions=True
-            )
+            records = await self.table.load_records(loads)
             for key, record in zip(loads, records, strict=True):
                 if not isinstance(record, BaseException) and key not in self._states:
                     self._install(key, record)

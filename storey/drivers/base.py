@@ -22,6 +22,7 @@ Rules every driver follows (the contract tests in ``tests/unit/drivers`` check t
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -87,6 +88,18 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def save_key(self, table_path: str, key: str, attributes: Mapping[str, Any]) -> None:
         """Upsert exactly the given attributes of the record, atomically."""
+
+    async def load_keys(
+        self, table_path: str, keys: Sequence[str]
+    ) -> list[dict[str, Any] | BaseException | None]:
+        """Load several records (every attribute), each as by `load_key`.
+
+        `Table.load_records` uses this to load a batch's new keys at once. Returns, per key, its record,
+        ``None`` if it does not exist, or the exception its load raised (one failing key does not fail the
+        others). The default runs `load_key` for every key concurrently; drivers override it to use one round
+        trip.
+        """
+        return await asyncio.gather(*(self.load_key(table_path, key) for key in keys), return_exceptions=True)
 
     async def save_keys(self, table_path: str, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Save several records, each as by `save_key` (the batch as a whole need not be atomic).

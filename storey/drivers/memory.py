@@ -9,7 +9,7 @@ and on load). The name is the original one; it no longer discards writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from storey.drivers._encoding import decode_record, decode_schema, encode_record, encode_schema
@@ -64,6 +64,17 @@ class NoopDriver(Driver):
             names = [attributes] if isinstance(attributes, str) else attributes
             items = [(name, record[name]) for name in names if name in record]
         return decode_record(items, error_class=self.error_class, where=self._where(table_path, key))
+
+    async def load_keys(
+        self, table_path: str, keys: Sequence[str]
+    ) -> list[dict[str, Any] | BaseException | None]:
+        out: list[dict[str, Any] | BaseException | None] = []
+        for key in keys:  # nothing to wait for: one after the other
+            try:
+                out.append(await self.load_key(table_path, key))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     async def save_key(self, table_path: str, key: str, attributes: Mapping[str, Any]) -> None:
         encoded = encode_record(attributes, error_class=self.error_class, where=self._where(table_path, key))

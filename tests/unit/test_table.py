@@ -654,3 +654,69 @@ async def test_mark_states_dirty_stays_o1_and_marks_again_after_each_write() -> 
     ]
     table.mark_states_dirty(None, names, Ev(5), 5)  # the None key: never dirty
     assert not table.is_dirty(None)
+
+
+async def test_load_records_equal_load_record_of_each_key(driver_factory: Any) -> None:
+    """`Table.load_records` (one `Driver.load_keys` call) gives what `load_record` gives key by key, over every
+    driver: stored, missing, repeated, list and None keys; the records are then cached."""
+    driver = driver_factory()
+    path = driver_factory.table_path("many")
+    stored = {"a": {"x": 1, STATE_PREFIX + "agg": b"\x00\x01"}, ("t", 2): {"y": None}, 7: {"z": 2.5}}
+    for key, attrs in stored.items():
+        await driver.save_key(path, encode_key(key), attrs)
+    keys = ["a", "missing", ["t", 2], None, "a", 7, ("t", 2)]
+    got = await Table(path, driver).load_records(keys)
+    one_by_one = Table(path, driver)
+    assert [dict(r) for r in got] == [dict(await one_by_one.load_record(k)) for k in keys]  # type: ignore[arg-type]
+    assert dict(got[0]) == stored["a"] and dict(got[1]) == {} and dict(got[3]) == {}
+    spy = Spy(driver)
+    table = Table(path, spy)
+    await table.load_records(keys)
+    assert sorted(spy.loads()) == sorted(["a", "missing", "t.2", "7"])  # each key read once
+    assert [dict(r) for r in await table.load_records(keys[::-1])] == [dict(r) for r in got[::-1]]
+    assert len(spy.loads()) == 4  # cached
+    await one_by_one.close()
+    await table.close()
+
+
+class _FailOn(Spy):
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad = bad
+
+    async def load_key(self, table_path: str, key: str, attributes: Any = "*") -> dict[str, Any] | None:
+        if key == self.bad:
+            self.calls.append(("load_key", key))
+            raise self.error_class(f"cannot load {key}")
+        return await super().load_key(table_path, key, attributes)
+
+
+async def test_load_records_give_each_failing_key_its_error_and_load_the_others() -> None:
+    spy = _FailOn("bad")
+    await spy.inner.save_key("t", "ok", {"a": 1})
+    table = Table("t", spy)
+    ok, bad, unencodable = await table.load_records(["ok", "bad", 1.5])
+    assert dict(ok) == {"a": 1}  # type: ignore[arg-type]
+    assert isinstance(bad, StoreyError) and "cannot load bad" in str(bad)
+    assert isinstance(unencodable, TypeError) and "1.5" in str(unencodable)
+    assert table.cached_record("bad") is None  # not cached: a later load tries again
+    with pytest.raises(StoreyError, match="cannot load bad"):
+        await table.load_record("bad")
+    assert spy.loads().count("bad") == 2
+
+
+async def test_load_records_wait_for_a_load_in_flight_instead_of_reading_again() -> None:
+    spy = Spy()
+    await spy.inner.save_key("t", "k", {"a": 1})
+    spy.load_gate = asyncio.Event()
+    table = Table("t", spy)
+    single = asyncio.ensure_future(table.load_record("k"))
+    await asyncio.sleep(0)
+    many = asyncio.ensure_future(table.load_records(["k", "other"]))
+    await asyncio.sleep(0)
+    assert not many.done()
+    spy.load_gate.set()
+    assert dict(await single) == {"a": 1}
+    k, other = await many
+    assert dict(k) == {"a": 1} and dict(other) == {}  # type: ignore[arg-type]
+    assert sorted(spy.loads()) == ["k", "other"]

@@ -389,3 +389,32 @@ def test_a_chunk_whose_every_event_waits_does_not_nest_coroutines(where):
         yield TERMINATE
 
     assert asyncio.run(execute(run, feed())) == 5000
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_fresh_ids_are_distinct_uuid4_hex(n):
+    import uuid
+
+    from storey.event import fresh_ids
+
+    ids = fresh_ids(n)
+    assert len(ids) == n == len(set(ids))
+    for i in ids:
+        u = uuid.UUID(i)
+        assert (u.hex, u.version, u.variant) == (i, 4, uuid.RFC_4122)
+
+
+@given(st.lists(st.integers(0, 9), max_size=15), st.lists(st.integers(0, 9), max_size=15))
+def test_row_ids_of_emitted_bodies_are_the_ids_their_events_carry(first, then):
+    """Ids drawn for rows without one (twice for a row named twice, in one call or two) are the ids the rows'
+    events then carry, whichever batch over the rows builds them."""
+    batch = EventBatch.of_bodies([{"i": i} for i in range(10)], [T0_NS] * 10)
+    ids = batch.row_ids(first) + batch.row_ids(then)
+    drawn = dict(zip(first + then, ids, strict=True))
+    assert len(set(drawn.values())) == len(drawn)  # one id per row
+    assert all(drawn[j] == i for j, i in zip(first + then, ids, strict=True))
+    derived = batch.derive([{"k": i} for i in range(10)], None)
+    for j, i in drawn.items():
+        assert batch.event(j).id == derived.event(j).id == i
+    others = [batch.event(j).id for j in range(10) if j not in drawn]
+    assert len(set(others) | set(ids)) == len(others) + len(drawn)
