@@ -79,6 +79,7 @@ __all__ = [
     "LAST_EVENT_TIME_NS",
     "STATE_PREFIX",
     "EncodableState",
+    "MarkBoard",
     "Table",
     "encode_key",
     "state_attribute",
@@ -159,10 +160,50 @@ def _cache_key(key: Any) -> Hashable:
 
 
 def _resolved(entry: _Entry) -> tuple[Any, int | None]:
-    """``(id, time_ns)`` of an entry's last-event mark: its ``last_ref`` is the `Event` (whose id is drawn
-    only when needed) or the id itself (the batch lane's rows: no `Event` nor chunk is kept for them)."""
+    """``(id, time_ns)`` of an entry's last-event mark: a row of its `MarkBoard`, else its ``last_ref``: the
+    `Event` (whose id is drawn only when needed) or the id itself."""
+    board = entry.board
+    if board is not None:
+        row = entry.board_row
+        return board.ids[row], int(board.times[row])
     ref = entry.last_ref
     return (ref.id if isinstance(ref, Event) else ref), entry.last_time
+
+
+class MarkBoard:
+    """The last-event marks (AGGREGATIONS.md §7.3) of many keys, kept column-wise by the step that writes them
+    (the batch lane of `AggregateByKey`) rather than per key: ``ids[row]`` and ``times[row]`` of the key the
+    writer gave that row.
+
+    `Table.mark_board` attaches a key to its row and marks its states ``names`` and its last event dirty;
+    ``fresh[row]`` then stays true while they stay dirty, and the writer only updates ``ids``/``times`` for
+    it. The table clears ``fresh[row]`` when it takes the key's dirty marks (a write) or when another mark
+    replaces the board's (`mark_keys_dirty`): the writer then calls `Table.mark_board` again.
+    """
+
+    __slots__ = ("fresh", "ids", "names", "times")
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.ids: list[Any] = []
+        self.times = np.zeros(256, np.int64)
+        self.fresh = np.zeros(256, bool)
+
+    def add_row(self) -> int:
+        """A new row (for a new key)."""
+        row = len(self.ids)
+        self.ids.append(None)
+        if row == len(self.times):
+            self.times = np.concatenate([self.times, np.zeros(row, np.int64)])
+            self.fresh = np.concatenate([self.fresh, np.zeros(row, bool)])
+        return row
+
+
+def _detach(entry: _Entry) -> None:
+    """The entry's dirty marks were taken or replaced: its board row must be marked again."""
+    board = entry.board
+    if board is not None:
+        board.fresh[entry.board_row] = False
 
 
 class _Entry:
@@ -170,6 +211,8 @@ class _Entry:
 
     __slots__ = (
         "attrs",
+        "board",
+        "board_row",
         "dirty_attrs",
         "dirty_states",
         "enc",
@@ -199,6 +242,8 @@ class _Entry:
         self.last_ref: Any = None
         self.last_time: int | None = None
         self.last_event_dirty = False
+        self.board: MarkBoard | None = None  # the last event is a row of this board (see `_resolved`)
+        self.board_row = 0
         self.tail: asyncio.Task[None] | None = None  # the latest write of this key
         self.enc: str | None = None  # the encoded key, computed once
         # the names of the last `mark_states_dirty`, while they, the last event and the key are all still
@@ -530,6 +575,9 @@ class Table:
             raise KeyError(msg)
         entry.dirty_states[name] = None
         if event_id is not None or event_time_ns is not None:
+            if entry.board is not None:
+                _detach(entry)
+                entry.board = None
             entry.has_last = True
             entry.last_ref = event_id
             entry.last_time = event_time_ns
@@ -551,9 +599,8 @@ class Table:
         events: Iterable[Any],
         times_ns: Iterable[int],
     ) -> None:
-        """`mark_states_dirty` for several keys (the batch lane of `AggregateByKey`: one mark per key, for
-        its last row). ``events[i]`` is the `Event` of key ``keys[i]``, or just its id
-        (`EventBatch.row_ids`)."""
+        """`mark_states_dirty` for several keys. ``events[i]`` is the `Event` of key ``keys[i]``, or just its
+        id."""
         entries = self._entries
         for key, event, event_time_ns in zip(keys, events, times_ns, strict=True):
             ck = key if type(key) is not list else _cache_key(key)
@@ -563,6 +610,10 @@ class Table:
             if entry is None:
                 msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
                 raise KeyError(msg)
+            if entry.board is not None:
+                _detach(entry)
+                entry.board = None
+                entry.marked = None
             entry.has_last = True
             entry.last_ref = event
             entry.last_time = event_time_ns
@@ -575,6 +626,34 @@ class Table:
             if ck not in self._dirty:
                 self._mark_dirty(ck, entry)
             entry.marked = names
+
+    def mark_board(self, board: MarkBoard, keys: Sequence[Any], rows: Sequence[int]) -> None:
+        """Attach each key to its `MarkBoard` row and mark its states ``board.names`` and its last event
+        dirty (the keys become dirty in the given order), for keys whose row is not ``fresh``; the board then
+        holds their last event (set its ``ids``/``times`` rows before or after)."""
+        entries = self._entries
+        names = board.names
+        fresh = board.fresh
+        for key, row in zip(keys, rows, strict=True):
+            ck = key if type(key) is not list else _cache_key(key)
+            if ck is None:
+                continue
+            entry = entries.get(ck)
+            if entry is None:
+                msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
+                raise KeyError(msg)
+            entry.has_last = True
+            entry.board = board
+            entry.board_row = row
+            entry.last_ref = entry.last_time = None
+            dirty = entry.dirty_states
+            for name in names:
+                dirty[name] = None
+            entry.last_event_dirty = True
+            if ck not in self._dirty:
+                self._mark_dirty(ck, entry)
+            entry.marked = names
+            fresh[row] = True
 
     def states(self, name: str) -> list[tuple[Hashable, Any]]:
         """``(key, state)`` for every key holding a live state of aggregator ``name``, in first-use order."""
@@ -639,6 +718,7 @@ class Table:
             entry.dirty_states.clear()
             entry.last_event_dirty = False
             entry.marked = None
+            _detach(entry)
             return
         self._dirty[ck] = None
         if self.flush_interval_secs is not None and self._background is None:
@@ -783,6 +863,7 @@ class Table:
         entry.dirty_states = {}
         entry.last_event_dirty = False
         entry.marked = None
+        _detach(entry)
         self._dirty.pop(ck, None)
         return record
 
@@ -825,6 +906,7 @@ class Table:
             for entry in self._entries.values():
                 if entry.loading is not None:
                     entry.loading.cancel()
+                _detach(entry)
             self._entries.clear()
             self._dirty.clear()
         finally:

@@ -45,6 +45,7 @@ from storey.aggregations.kernels import get_aggregation, get_kernel
 from storey.aggregations.kernels._codegen import compile_function, indent
 from storey.aggregations.kernels.base import Aggregation, Kernel, rename_temporaries
 from storey.aggregations.state import NO_TIME, KeyState
+from storey.table import MarkBoard
 
 __all__ = ["AddressBook", "CompiledKeyState", "compiled_state_class", "supports"]
 
@@ -667,16 +668,18 @@ def supports(plan: Any) -> str | None:
 class AddressBook:
     """The address and length of every buffer of the keys a batched fused step runs (``arr[row, 2i]`` and
     ``arr[row, 2i + 1]`` for aggregator ``i`` of the key at ``row``), kept current by the states themselves
-    (a growing buffer writes its new address). ``rows`` maps a key to its row, ``states`` a row to the key's
-    states."""
+    (a growing buffer writes its new address). ``rows`` maps a key to its row, ``keys`` and ``states`` a row
+    to the key and its states; rows of the `MarkBoard` ``board`` are the same."""
 
-    __slots__ = ("arr", "grow", "rows", "states")
+    __slots__ = ("arr", "board", "grow", "keys", "rows", "states")
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, board: MarkBoard | None = None) -> None:
         self.arr = np.zeros((256, width), np.int64)
         self.grow = np.zeros(256, np.int64)  # per row: the aggregators whose buffers must grow (step_rows)
         self.rows: dict[Any, int] = {}
+        self.keys: list[Any] = []
         self.states: list[tuple[CompiledKeyState, ...]] = []
+        self.board = board  # the keys' last-event marks, by the same rows
 
     def add(self, key: Any, states: tuple[CompiledKeyState, ...]) -> None:
         """Give `key` a row for its `states` (which then keep it current)."""
@@ -689,7 +692,10 @@ class AddressBook:
             grow[:row] = self.grow
             self.grow = grow
         self.states.append(states)
+        self.keys.append(key)
         self.rows[key] = row
+        if self.board is not None:
+            self.board.add_row()
         for i, st in enumerate(states):
             st._book = self
             st._row = (row, 2 * i)

@@ -49,6 +49,7 @@ from storey.aggregations._compiled_state import (
 )
 from storey.aggregations.field import FieldEquals
 from storey.aggregations.kernels._codegen import compile_function, indent
+from storey.table import MarkBoard
 
 __all__ = ["Fused", "eligible", "fused_apply", "fused_source"]
 
@@ -196,19 +197,21 @@ def run(batch, start):
 @KEYS@
         if list in set(map(type, keys)):
             keys = [tuple(k) if type(k) is list else k for k in keys]
-        states = list(map(STATES.get, keys))
-        if set(map(type, states)) != TUPLE:
-            m = next(i for i, st in enumerate(states) if type(st) is not tuple)
+        rows = list(map(ROWS_OF.get, keys))  # a key has a row in BOOK iff its states are a tuple
+        try:
+            X = np.array(rows, np.int64)
+        except TypeError:  # None: a key without cached states (or whose states the fused path cannot run)
+            m = rows.index(None)
             if m == 0:
                 return start, None
             part = part[:m]
             keys = keys[:m]
+            X = np.array(rows[:m], np.int64)
         m = len(part)
 @TIMES@
 @VALUES@
     except Exception:
         return -1, None
-    X = np.array(list(map(ROWS_OF.__getitem__, keys)), np.int64)
     KL = BOOK.states
     A = BOOK.arr
     O = out_rows(m)
@@ -225,9 +228,16 @@ def run(batch, start):
     metrics["skipped_values"] += skipped
     if late:
         metrics["late_events"] += late
-    last = dict(zip(keys, range(start, start + m)))
-    rows_last = list(last.values())
-    mark_keys(NAMES, last, batch.row_ids(rows_last), T[[r - start for r in rows_last]].tolist())
+    # one last-event mark per key (its last row here), written column-wise into the board
+    xs, back = np.unique(X[::-1], return_index=True)
+    last = (m - 1) - back
+    BOARD.times[xs] = T[last]
+    bids = BOARD.ids
+    for x, i in zip(xs.tolist(), batch.row_ids((last + start).tolist())):
+        bids[x] = i
+    stale = xs[~BOARD.fresh[xs]]
+    if len(stale):
+        mark_stale(stale, X)
     @COLUMNS@
     outs = []
     for r in range(m):
@@ -574,7 +584,16 @@ def fused_apply(step: Any) -> Fused | None:
         from storey.aggregations.step import augment
 
         module = classes[0]._MODULE.load()
-        book = AddressBook(2 * n)
+        book = AddressBook(2 * n, MarkBoard(step._names))
+        board = book.board
+        mark_board = step.table.mark_board
+
+        def mark_stale(stale: np.ndarray, X: np.ndarray) -> None:
+            """Mark the keys of the `stale` board rows dirty, in the order of their first rows in `X`."""
+            rows, first = np.unique(X, return_index=True)
+            order = stale[np.argsort(first[np.searchsorted(rows, stale)], kind="stable")].tolist()
+            mark_board(board, [book.keys[x] for x in order], order)
+
         every = (1 << n) - 1
         ns.update(
             {
@@ -588,9 +607,9 @@ def fused_apply(step: Any) -> Fused | None:
                 "ROWS": module.step_rows,
                 "BOOK": book,
                 "ROWS_OF": book.rows,
-                "mark_keys": step.table.mark_keys_dirty,
+                "BOARD": board,
+                "mark_stale": mark_stale,
                 "NI": n_int,
-                "TUPLE": {tuple},
                 "NUMERIC": {float, int, type(None)},
                 "COUNTABLE": {float, int, str, type(None)},
                 "ALL": every,

@@ -720,3 +720,50 @@ async def test_load_records_wait_for_a_load_in_flight_instead_of_reading_again()
     k, other = await many
     assert dict(k) == {"a": 1} and dict(other) == {}  # type: ignore[arg-type]
     assert sorted(spy.loads()) == ["k", "other"]
+
+
+class _St:
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def encode(self) -> bytes:
+        return str(self.v).encode()
+
+
+async def test_mark_board_rows_are_the_keys_last_events_until_another_mark_replaces_them() -> None:
+    """`MarkBoard` (the batch lane's column-wise marks): attached keys become dirty in the given order and
+    persist the board's current id/time; a write clears ``fresh`` (the writer marks again); a per-event mark
+    detaches the key, and the board no longer speaks for it."""
+    from storey.table import MarkBoard
+
+    spy = Spy()
+    table = Table("t", spy)
+    board = MarkBoard(["agg"])
+    for key in ("a", "b", "c"):
+        table.set_state(key, "agg", _St(1))
+        assert board.add_row() == len(board.ids) - 1
+    board.ids[:] = ["ia", "ib", "ic"]
+    board.times[:3] = [10, 20, 30]
+    table.mark_board(board, ["c", "a"], [2, 0])
+    assert table.dirty_keys() == ["c", "a"] and board.fresh[:3].tolist() == [True, False, True]
+    board.ids[0], board.times[0] = "ia2", 11  # the writer's cheap path: only the columns change
+    assert await table.last_applied("a") == ("ia2", 11)
+    await table.flush()
+    stored = Table("t", spy.inner)
+    a, b, c = await stored.load_records(["a", "b", "c"])
+    assert (a[LAST_EVENT_ID], a[LAST_EVENT_TIME_NS], c[LAST_EVENT_ID]) == ("ia2", 11, "ic")  # type: ignore[index]
+    assert dict(b) == {}  # type: ignore[arg-type]
+    assert not board.fresh[:3].any() and table.dirty_keys() == []
+    assert await table.last_applied("c") == ("ic", 30)  # still the board's after the write
+    table.mark_board(board, ["a"], [0])
+    assert table.dirty_keys() == ["a"] and board.fresh[0]
+    table.mark_states_dirty("a", ["agg"], Event({"x": 1}, id="ev"), 99)  # the per-event path
+    assert not board.fresh[0]
+    board.ids[0] = "ignored"
+    assert await table.last_applied("a") == ("ev", 99)
+    await table.flush()
+    assert (await Table("t", spy.inner).load_record("a"))[LAST_EVENT_ID] == "ev"
+    n = 300  # rows beyond the first arrays
+    for i in range(n):
+        board.add_row()
+    assert len(board.ids) == 3 + n and len(board.times) >= 3 + n and len(board.fresh) >= 3 + n

@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import re
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -262,13 +263,20 @@ def test_marks_keep_ids_not_chunks():
     import gc
 
     from storey.event import Event, _LazyId
-    from storey.flow.batch import EventBatch
+    from storey.flow.batch import EventBatch, _Rows
 
     rows = [({"key": f"k{i}", "x": 1, "y": 2.0, "s": "a"}, BASE + i * 10**9) for i in range(3000)]
     table = Table("t", NoopDriver())
     out, _, _, marks, step = run(_readme_aggs(), rows, fields=True, table=table)
     assert "_do_batch" in vars(step)
-    refs = [entry.last_ref for entry in table._entries.values()]
-    assert refs and all(type(ref) in (str, _LazyId, Event) for ref in refs)
-    assert not [o for o in gc.get_referrers(*refs) if type(o) is EventBatch]
+    entries = list(table._entries.values())
+    boards = {id(entry.board): entry.board for entry in entries if entry.board is not None}
+    assert len(boards) == 1  # the lane's marks are rows of one MarkBoard
+    (board,) = boards.values()
+    on_board = [board.ids[entry.board_row] for entry in entries if entry.board is board]
+    assert len(on_board) > 2900 and all(type(i) is str for i in on_board)
+    assert {type(o) for o in gc.get_referents(board)} <= {type, list, tuple, np.ndarray}
+    refs = [entry.last_ref for entry in entries if entry.board is None]  # rows of the per-event path
+    assert all(type(ref) in (str, _LazyId, Event) for ref in refs)
+    assert not [o for o in gc.get_referrers(*on_board, *refs) if type(o) in (EventBatch, _Rows)]
     assert {key: mark[0] for key, mark in marks.items()} == {key: event_id for key, event_id, _ in out}
