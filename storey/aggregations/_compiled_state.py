@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -60,6 +61,7 @@ B_START, B_END, B_H, B_M, B_CB = 0, 1, 2, 3, 4
 C_OK, C_LO, C_HI, C_FIRST, C_LAST, C_HAS, C_CC = range(7)
 N_CEXTRA = 7
 _U32 = struct.Struct("<I")
+_LITTLE = sys.byteorder == "little"
 INIT_TILES = 8
 """Tile rows a new key's buffer holds before it first grows."""
 GROW_4X_BELOW = 64
@@ -721,7 +723,6 @@ class CompiledKeyState(KeyState):
     _KINDS: ClassVar[tuple[bool, ...]]  # per feature: whether it is an int
     _MODULE: ClassVar[_Module]  # the generated module the numba functions come from
     _ENC_FIELDS: ClassVar[bytes]  # the blob's field list (§7.2)
-    _ENC_COLUMNS: ClassVar[np.ndarray]  # the buffer columns of the tile index and the row fields
 
     def __init__(self, H: int = NO_TIME, tiles: int = INIT_TILES) -> None:
         self._book: AddressBook | None = None
@@ -810,20 +811,22 @@ class CompiledKeyState(KeyState):
         return self._live(self.M - self._NRET)
 
     def encode(self) -> bytes:
-        """The blob of `KeyState.encode`, straight from the buffer's retained rows: the tile indices and
-        the field columns are one transposed copy of the rows (float fields are their IEEE bits already)."""
+        """The blob of `KeyState.encode`, straight from the buffer's retained rows: a row is the tile index
+        then the fields in blob order, so the blob's tiles and columns are the rows transposed (float fields
+        are their IEEE bits already)."""
         b = self._b
         start, end, H, M = b[:4].tolist()
         W = self._W
-        block = b[self._HDR + start * W : self._HDR + end * W].reshape(-1, W)
-        first = int(np.searchsorted(block[:, 0], M - self._NRET, side="left"))
-        columns = block[first:, self._ENC_COLUMNS].T
+        lo = self._HDR + start * W
+        hi = self._HDR + end * W
+        first = int(b[lo:hi:W].searchsorted(M - self._NRET))
+        block = b[lo + first * W : hi].reshape(-1, W)
         return b"".join(
             (
                 _BLOB_HEAD.pack(_BLOB_MAGIC, H, self._P),
                 self._ENC_FIELDS,
                 _U32.pack(end - start - first),
-                columns.astype("<i8", copy=False).tobytes(),
+                block.T.tobytes() if _LITTLE else block.T.astype("<i8").tobytes(),
             )
         )
 
@@ -936,7 +939,7 @@ def compiled_state_class(plan: Any, attrs: dict[str, Any]) -> type[CompiledKeySt
     acc_kernels = {k for k in module.kernel_index if k in plan.kernels} & (
         {"count"} | {k for a in plan.aggregations for k in get_aggregation(a).kernels}
     )
-    column = {f: 1 + j for j, f in enumerate(plan.row_fields)}
+    column = {f: 1 + j for j, f in enumerate(plan.row_fields)}  # blob order: `encode` transposes rows
     for name, i in module.kernel_index.items():
         ip[IP_FLAGS + i] = name in plan.kernels
         ip[module.ip_acc + i] = name in acc_kernels
@@ -980,7 +983,6 @@ def compiled_state_class(plan: Any, attrs: dict[str, Any]) -> type[CompiledKeySt
             # blob layout (§7.2): the row fields' names, then which buffer columns hold tiles and fields
             "_ENC_FIELDS": struct.pack("<H", len(plan.row_fields))
             + b"".join(struct.pack("<B", len(f)) + f.encode("ascii") for f in plan.row_fields),
-            "_ENC_COLUMNS": np.array([0] + [col for col, _ in fields], np.intp),
             "_KINDS": tuple(kinds),
             "_MODULE": module,
             "methods_source": source,
