@@ -34,6 +34,7 @@ from storey import (
 )
 from storey.aggregations import _step_fused
 from storey.aggregations.kernels.base import _numba_enabled
+from storey.table import LAST_EVENT_ID, LAST_EVENT_TIME_NS
 from tests.unit.aggregations_steps.test_fused_step import (
     BASE,
     _long_rows,
@@ -280,3 +281,41 @@ def test_marks_keep_ids_not_chunks():
     assert all(type(ref) in (str, _LazyId, Event) for ref in refs)
     assert not [o for o in gc.get_referrers(*on_board, *refs) if type(o) in (EventBatch, _Rows)]
     assert {key: mark[0] for key, mark in marks.items()} == {key: event_id for key, event_id, _ in out}
+
+
+def test_background_flushes_between_batches_persist_each_keys_last_event(monkeypatch):
+    """A table flushed in the background while the lane runs (its marks are `MarkBoard` rows: a write clears
+    them, the next batch of the key marks it again): the stored records end as those of the per-event path,
+    and each key's stored last event is its last output event."""
+    rows = _long_rows(n=6000, keys=300)
+
+    class Counting(NoopDriver):
+        writes = 0
+
+        async def save_keys(self, table_path, records):
+            type(self).writes += 1
+            await super().save_keys(table_path, records)
+
+    def stored(flush_interval):
+        driver = Counting()
+        table = Table("t", driver, flush_interval_secs=flush_interval)
+        out, _, blobs, marks, step = run(_readme_aggs(), rows, fields=True, buffer_size=64, table=table)
+        assert ("_do_batch" in vars(step)) == (flush_interval is not None)
+        records = {key: asyncio.run(Table("t", driver).load_record(key)) for key in marks}
+        return out, blobs, marks, records
+
+    per_event_mp = monkeypatch.context()
+    with per_event_mp as m:
+        m.setattr(_step_fused, "batch_eligible", lambda step: False)
+        reference = stored(None)
+    Counting.writes = 0
+    got = stored(0.001)
+    assert Counting.writes >= 3  # flushes during the run, not only the final one
+    assert got[1] == reference[1]  # blobs
+    last = {key: event_id for key, event_id, _ in got[0]}
+    for key, record in got[3].items():
+        assert record[LAST_EVENT_ID] == last[key] == got[2][key][0]
+        assert record[LAST_EVENT_TIME_NS] == reference[3][key][LAST_EVENT_TIME_NS]
+        assert {k: v for k, v in record.items() if k != LAST_EVENT_ID} == {
+            k: v for k, v in reference[3][key].items() if k != LAST_EVENT_ID
+        }
