@@ -36,6 +36,7 @@ import math
 import struct
 import sys
 from collections.abc import Sequence
+from ctypes import addressof, c_char
 from typing import Any, ClassVar
 
 import numpy as np
@@ -726,10 +727,9 @@ class CompiledKeyState(KeyState):
 
     def __init__(self, H: int = NO_TIME, tiles: int = INIT_TILES) -> None:
         self._book: AddressBook | None = None
-        self._set(np.zeros(self._HDR + tiles * self._W, np.int64))
-        b = self._b
-        b[B_H] = H
-        b[B_M] = H // self._P
+        b = np.zeros(self._HDR + tiles * self._W, np.int64)
+        b[B_H : B_M + 1] = (H, H // self._P)
+        self._set(b)
 
     # H and M live in the buffer, where the batched fused path (``step_rows``) advances them
     @property  # type: ignore[override]
@@ -750,7 +750,7 @@ class CompiledKeyState(KeyState):
 
     def _set(self, b: np.ndarray) -> None:
         self._b = b
-        self._a = b.ctypes.data  # the buffer's address and length, for the batched fused path
+        self._a = addressof(c_char.from_buffer(b))  # address and length, for the batched fused path
         self._z = len(b)
         book = self._book
         if book is not None:

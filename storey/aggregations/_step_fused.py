@@ -450,6 +450,8 @@ class Fused:
 
     def accepts(self, states: Sequence[Any]) -> bool:
         """Whether the fused path can run a key's `states` (one per aggregator, in plan order)."""
+        if tuple(map(type, states)) == self.state_classes:  # the states of this run's plans
+            return True
         layouts = self._layouts
         for i, (st, cls) in enumerate(zip(states, self.state_classes, strict=True)):
             kind = type(st)
