@@ -530,7 +530,7 @@ def step_into(b, ctx, i, t, M, m, v, out, of):
     return 0
 
 
-def step_rows(T, C, X, V, A, ctx, O, order, G, P, ACC, CNT):
+def step_rows(T, C, X, V, A, ctx, O, order, G, P, ACC, CNT, L):
     \"\"\"`step<n>` over the rows `order` of a batch (`storey.aggregations._step_fused`), acceptance included.
 
     Row ``e`` is the time ``T[e]``, per aggregator ``i`` a code ``(C[e] >> 2i) & 3`` (0 nothing, 1 evaluate:
@@ -540,7 +540,8 @@ def step_rows(T, C, X, V, A, ctx, O, order, G, P, ACC, CNT):
     in ``ACC[e]``. ``CNT`` counts skipped values and rows too late for some aggregator. Results go to
     ``O[e]`` (the layout of the last row of `ctx`). A row whose buffers must grow first is done for its other
     aggregators (its codes keep the ones to redo), its key's grow mask is set in `G`, and it and every later
-    row of that key wait: they are written to `P`, in order. Returns how many rows wait (0: all done).
+    row of that key wait: they are written to `P`, in order. ``L[X[e]]`` is set to each row done, so that
+    once no row waits it names the last row of each key. Returns how many rows wait (0: all done).
     \"\"\"
     na = V.shape[1]
     rows = order.shape[0]
@@ -606,6 +607,8 @@ def step_rows(T, C, X, V, A, ctx, O, order, G, P, ACC, CNT):
             C[e] = again
             P[waiting] = e
             waiting += 1
+        else:
+            L[x] = e
     return waiting
 """
     ]
@@ -674,11 +677,12 @@ class AddressBook:
     (a growing buffer writes its new address). ``rows`` maps a key to its row, ``keys`` and ``states`` a row
     to the key and its states; rows of the `MarkBoard` ``board`` are the same."""
 
-    __slots__ = ("arr", "board", "grow", "keys", "rows", "states")
+    __slots__ = ("arr", "board", "grow", "keys", "last", "rows", "states")
 
     def __init__(self, width: int, board: MarkBoard | None = None) -> None:
         self.arr = np.zeros((256, width), np.int64)
         self.grow = np.zeros(256, np.int64)  # per row: the aggregators whose buffers must grow (step_rows)
+        self.last = np.zeros(256, np.int64)  # per row: the key's last row in a batch (step_rows)
         self.rows: dict[Any, int] = {}
         self.keys: list[Any] = []
         self.states: list[tuple[CompiledKeyState, ...]] = []
@@ -694,6 +698,7 @@ class AddressBook:
             grow = np.zeros(2 * row, np.int64)
             grow[:row] = self.grow
             self.grow = grow
+            self.last = np.zeros(2 * row, np.int64)  # read only where a batch just wrote it
         self.states.append(states)
         self.keys.append(key)
         self.rows[key] = row

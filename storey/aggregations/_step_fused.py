@@ -195,9 +195,11 @@ def run(batch, start):
     part = bodies[start:] if start else bodies
     try:
 @KEYS@
-        if list in set(map(type, keys)):
+        try:
+            rows = list(map(ROWS_OF.get, keys))  # a key has a row in BOOK iff its states are a tuple
+        except TypeError:  # an unhashable key: list keys are their tuples
             keys = [tuple(k) if type(k) is list else k for k in keys]
-        rows = list(map(ROWS_OF.get, keys))  # a key has a row in BOOK iff its states are a tuple
+            rows = list(map(ROWS_OF.get, keys))
         try:
             X = np.array(rows, np.int64)
         except TypeError:  # None: a key without cached states (or whose states the fused path cannot run)
@@ -219,18 +221,20 @@ def run(batch, start):
     P = np.empty(m, np.int64)
     ACC = np.zeros(m, np.int64)
     CNT = np.zeros(2, np.int64)
-    waiting = ROWS(T, C, X, V, A, CTX, O, np.arange(m, dtype=np.int64), G, P, ACC, CNT)
+    L = BOOK.last
+    every = np.arange(m, dtype=np.int64)
+    waiting = ROWS(T, C, X, V, A, CTX, O, every, G, P, ACC, CNT, L)
     while waiting:
         regrow_keys(KL, G, X[P[:waiting]])
-        waiting = ROWS(T, C, X, V, A, CTX, O, P[:waiting].copy(), G, P, ACC, CNT)
+        waiting = ROWS(T, C, X, V, A, CTX, O, P[:waiting].copy(), G, P, ACC, CNT, L)
     skipped, late = CNT.tolist()
     metrics["events"] += m
     metrics["skipped_values"] += skipped
     if late:
         metrics["late_events"] += late
     # one last-event mark per key (its last row here), written column-wise into the board
-    xs, back = np.unique(X[::-1], return_index=True)
-    last = (m - 1) - back
+    last = np.flatnonzero(L[X] == every)
+    xs = X[last]
     BOARD.times[xs] = T[last]
     bids = BOARD.ids
     for x, i in zip(xs.tolist(), batch.row_ids((last + start).tolist())):
@@ -262,7 +266,9 @@ def _values_source(i: int, reader: Any, flt: Any, count_only_plan: bool) -> str:
     lines = [f"vals = list(map(GET{i}, part))", "kinds = set(map(type, vals))"]
     if reader.count_only:
         lines += [
-            "if kinds <= COUNTABLE:",
+            "if kinds <= COUNTED:  # ints and strs: every value counts",
+            "    skip = None",
+            "elif kinds <= COUNTABLE:",
             "    skip = [v is None or v != v for v in vals]",
             "else:",
             f"    skip = [R{i}.convert(v, None) is SKIP for v in vals]",
@@ -278,11 +284,11 @@ def _values_source(i: int, reader: Any, flt: Any, count_only_plan: bool) -> str:
             "    skip = [x is SKIP for x in xs]",
             "    v = np.array([0.0 if x is SKIP else x for x in xs], np.float64)",
         ]
-    code = "np.where(np.asarray(skip, bool), 3, 2)"
+    code = "np.full(m, 2, np.int64) if skip is None else np.where(np.asarray(skip, bool), 3, 2)"
     if flt is not None:
-        lines.append(
-            f"ok = np.array(list(map(truth, map(eq, map(FGET{i}, part), repeat(FVAL{i}, m)))), bool)"
-        )
+        # the filter's field is often the aggregated one (its values were just read)
+        column = "vals" if flt.field == reader.field else f"map(FGET{i}, part)"
+        lines.append(f"ok = np.array(list(map(truth, map(eq, {column}, repeat(FVAL{i}, m)))), bool)")
         code = f"np.where(ok, {code}, 1)"
     lines.append(f"c = {code}")
     lines.append(f"C = c if C is None else C | (c << {2 * i})")
@@ -614,6 +620,7 @@ def fused_apply(step: Any) -> Fused | None:
                 "NI": n_int,
                 "NUMERIC": {float, int, type(None)},
                 "COUNTABLE": {float, int, str, type(None)},
+                "COUNTED": {int, str},
                 "ALL": every,
                 # accepted-aggregator bits -> the modes `partial` reads (non-zero: features present)
                 "EXPAND": [sum(1 << (2 * i) for i in range(n) if bits >> i & 1) for bits in range(every + 1)],

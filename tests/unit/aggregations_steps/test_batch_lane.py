@@ -319,3 +319,26 @@ def test_background_flushes_between_batches_persist_each_keys_last_event(monkeyp
         assert {k: v for k, v in record.items() if k != LAST_EVENT_ID} == {
             k: v for k, v in reference[3][key].items() if k != LAST_EVENT_ID
         }
+
+
+def test_list_keys_are_their_tuples_on_the_lane(monkeypatch):
+    """Body keys that are lists (unhashable) key the states by their tuples, on the lane as per event."""
+    rows = [
+        ({"key": ["u", i % 7], "x": i % 3, "y": float(i), "s": "ab"[i % 2]}, BASE + i * 60 * 10**9)
+        for i in range(500)
+    ]
+
+    def go():
+        step = AggregateByKey(_readme_aggs(), Table("t", NoopDriver()), key="key", time_field="t")
+        c = build_flow([Source(), step, Reduce([], _collect, full_event=True)]).run()
+        for body, t in rows:
+            c.emit({**body, "t": _datetime(t)})
+        return c.terminate(wait=True), step
+
+    lane, step = go()
+    assert "_do_batch" in vars(step)
+    with monkeypatch.context() as m:
+        m.setattr(_step_fused, "batch_eligible", lambda step: False)
+        per_event, _ = go()
+    assert [k for k, _, _ in lane] == [k for k, _, _ in per_event] == [tuple(b["key"]) for b, _ in rows]
+    assert_same_bodies([b for _, _, b in lane], [b for _, _, b in per_event], "list keys")
