@@ -172,8 +172,8 @@ def _resolved(entry: _Entry) -> tuple[Any, int | None]:
 
 class MarkBoard:
     """The last-event marks (AGGREGATIONS.md §7.3) of many keys, kept column-wise by the step that writes them
-    (the batch lane of `AggregateByKey`) rather than per key: ``ids[row]`` and ``times[row]`` of the key the
-    writer gave that row.
+    (the batch lane of `AggregateByKey`) rather than per key: ``ids[row]`` and ``times[row]`` (numpy arrays,
+    object and int64) of the key the writer gave that row.
 
     `Table.mark_board` attaches a key to its row and marks its states ``names`` and its last event dirty;
     ``fresh[row]`` then stays true while they stay dirty, and the writer only updates ``ids``/``times`` for
@@ -181,19 +181,21 @@ class MarkBoard:
     replaces the board's (`mark_keys_dirty`): the writer then calls `Table.mark_board` again.
     """
 
-    __slots__ = ("fresh", "ids", "names", "times")
+    __slots__ = ("fresh", "ids", "names", "rows", "times")
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
-        self.ids: list[Any] = []
+        self.rows = 0  # rows in use (the arrays may hold more)
+        self.ids = np.full(256, None, object)
         self.times = np.zeros(256, np.int64)
         self.fresh = np.zeros(256, bool)
 
     def add_row(self) -> int:
         """A new row (for a new key)."""
-        row = len(self.ids)
-        self.ids.append(None)
+        row = self.rows
+        self.rows += 1
         if row == len(self.times):
+            self.ids = np.concatenate([self.ids, np.full(row, None, object)])
             self.times = np.concatenate([self.times, np.zeros(row, np.int64)])
             self.fresh = np.concatenate([self.fresh, np.zeros(row, bool)])
         return row

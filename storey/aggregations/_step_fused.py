@@ -236,9 +236,7 @@ def run(batch, start):
     last = np.flatnonzero(L[X] == every)
     xs = X[last]
     BOARD.times[xs] = T[last]
-    bids = BOARD.ids
-    for x, i in zip(xs.tolist(), batch.row_ids((last + start).tolist())):
-        bids[x] = i
+    BOARD.ids[xs] = batch.row_id_array(last + start)
     stale = xs[~BOARD.fresh[xs]]
     if len(stale):
         mark_stale(stale, X)

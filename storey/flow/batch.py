@@ -39,6 +39,8 @@ from itertools import repeat
 from operator import attrgetter, length_hint
 from typing import Any
 
+import numpy as np
+
 from storey._time import now_ns
 from storey.event import Event, _LazyId, fresh_ids
 
@@ -335,6 +337,23 @@ class EventBatch:
         row_id = meta.row_id
         fresh = iter(fresh_ids(len(bodies)))
         return [row_id(j if rows is None else rows[j], fresh) for j in bodies]
+
+    def row_id_array(self, bodies: np.ndarray) -> np.ndarray:
+        """`row_ids` as an object array; when most rows of a batch of emitted bodies are asked for, every
+        row's id is drawn at once."""
+        meta = self.meta
+        if (
+            self.rows is None
+            and type(meta) is _Rows
+            and meta.ids is None
+            and meta.shared is None
+            and 2 * len(bodies) >= len(meta)
+        ):
+            ids = meta.ids = fresh_ids(len(meta))
+            return np.array(ids, object)[bodies]
+        out = np.empty(len(bodies), object)
+        out[:] = self.row_ids(bodies.tolist())
+        return out
 
     def keys(self) -> list[Any]:
         """The key of every body, in order (``keys()[j]`` is ``event(j).key``)."""

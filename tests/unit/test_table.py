@@ -741,8 +741,8 @@ async def test_mark_board_rows_are_the_keys_last_events_until_another_mark_repla
     board = MarkBoard(["agg"])
     for key in ("a", "b", "c"):
         table.set_state(key, "agg", _St(1))
-        assert board.add_row() == len(board.ids) - 1
-    board.ids[:] = ["ia", "ib", "ic"]
+        assert board.add_row() == board.rows - 1
+    board.ids[:3] = ["ia", "ib", "ic"]
     board.times[:3] = [10, 20, 30]
     table.mark_board(board, ["c", "a"], [2, 0])
     assert table.dirty_keys() == ["c", "a"] and board.fresh[:3].tolist() == [True, False, True]
@@ -766,4 +766,5 @@ async def test_mark_board_rows_are_the_keys_last_events_until_another_mark_repla
     n = 300  # rows beyond the first arrays
     for i in range(n):
         board.add_row()
-    assert len(board.ids) == 3 + n and len(board.times) >= 3 + n and len(board.fresh) >= 3 + n
+    assert board.rows == 3 + n and min(len(board.ids), len(board.times), len(board.fresh)) >= 3 + n
+    assert board.ids[:3].tolist() == ["ignored", "ib", "ic"] and board.times[:3].tolist() == [11, 20, 30]

@@ -418,3 +418,15 @@ def test_row_ids_of_emitted_bodies_are_the_ids_their_events_carry(first, then):
         assert batch.event(j).id == derived.event(j).id == i
     others = [batch.event(j).id for j in range(10) if j not in drawn]
     assert len(set(others) | set(ids)) == len(others) + len(drawn)
+
+
+@given(st.lists(st.integers(0, 9), max_size=15), st.booleans())
+def test_row_id_array_gives_the_ids_the_rows_events_carry(rows, drawn_before):
+    """`row_id_array` (all ids drawn at once when most rows are asked for, else `row_ids`) agrees with the
+    ids the rows' events carry, also after ids were drawn for some rows already."""
+    batch = EventBatch.of_bodies([{"i": i} for i in range(10)], [T0_NS] * 10)
+    before = batch.row_ids([1, 2]) if drawn_before else []
+    arr = batch.row_id_array(np.array(rows, np.int64))
+    assert arr.dtype == object and arr.tolist() == [batch.event(j).id for j in rows]
+    assert before == [batch.event(j).id for j in (1, 2)][: len(before)]
+    assert len({batch.event(j).id for j in range(10)}) == 10
