@@ -159,14 +159,14 @@ def _plain(step: Any) -> bool:
 
 def _features_display(plans: Sequence[Any], columns: bool = False) -> str:
     """The dict display of an event's features, in plan order, from the result lists ``xi`` and ``xf`` (with
-    `columns`, from the column lists ``i<j>[r]`` and ``f<j>[r]`` of a batch's results)."""
+    `columns`, from ``vi<j>`` and ``vf<j>``: one row's values of the result columns ``i<j>``, ``f<j>``)."""
     features = []
     ii = fi = 0
     for p in plans:
         for name, is_int in zip(p.feature_names, p.state_class._KINDS, strict=True):
             j = ii if is_int else fi
-            if columns:
-                features.append(f"{name!r}: {'i' if is_int else 'f'}{j}[r]")
+            if columns:  # a row's values, unpacked from the column lists ``i<j>`` and ``f<j>``
+                features.append(f"{name!r}: {'vi' if is_int else 'vf'}{j}")
             else:
                 features.append(f"{name!r}: {'xi' if is_int else 'xf'}[{j}]")
             ii += is_int
@@ -242,8 +242,8 @@ def run(batch, start):
         mark_stale(stale, X)
     @COLUMNS@
     outs = []
-    for r in range(m):
-        body = part[r]
+    append = outs.append
+    for r, body, @ROW_VALUES@ in zip(range(m), part, @COLUMN_LISTS@):
         features = @FEATURES@
 @OUTPUT@
     if late:
@@ -357,7 +357,15 @@ def batch_source(step: Any) -> str:
         .replace("@FEATURES@", _features_display(plans, columns=True))
         .replace("@COLUMNS@", _columns_source(n_int, n_float))
         .replace("@ROW_LISTS@", f"[{row_ints}], [{row_floats}]")
-        .replace("@OUTPUT@", indent(output + "\nouts.append(out)", 2))
+        .replace(
+            "@ROW_VALUES@",
+            ", ".join([*(f"vi{j}" for j in range(n_int)), *(f"vf{j}" for j in range(n_float))]),
+        )
+        .replace(
+            "@COLUMN_LISTS@",
+            ", ".join([*(f"i{j}" for j in range(n_int)), *(f"f{j}" for j in range(n_float))]),
+        )
+        .replace("@OUTPUT@", indent(output + "\nappend(out)", 2))
         .replace("@OUTPUT_AT@", indent(output + "\nouts[r] = out", 3))
     )
 
