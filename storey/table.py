@@ -782,6 +782,9 @@ class Table:
 
     def _received(self, entry: _Entry, record: dict[str, Any]) -> None:
         """Install a record just read from the driver."""
+        if not record and entry.record is None:  # a first load of a new key: nothing to merge
+            entry.record = record
+            return
         static = {name: value for name, value in record.items() if not name.startswith(RESERVED_PREFIX)}
         if entry.record is None:  # first load: local writes are newer than storage
             if not entry.replaced:

@@ -23,10 +23,11 @@ import numpy as np
 
 from storey._time import from_ns, to_ns
 from storey._utils._fields import body_field, missing
+from storey.aggregations.blob import decode_state
 from storey.aggregations.emit import EmitEveryEvent, EmitPolicy, emit_policy_from_dict
 from storey.aggregations.emitter import Emission, Emitter
 from storey.aggregations.field import FieldAggregator, normalize_aggregates
-from storey.aggregations.naming import check_unique_features
+from storey.aggregations.naming import check_unique_features, state_attribute
 from storey.aggregations.schema import plan_for, reconcile
 from storey.aggregations.state import AggregatorPlan, KeyState
 from storey.errors import FlowError, MissingFieldError
@@ -273,6 +274,7 @@ class AggregateByKey(Flow):
             await self.table.save_schema(doc)
         self.plans = [plan_for(a, doc) for a in aggs]
         self._names = [a.name for a in aggs]
+        self._attributes = [state_attribute(name) for name in self._names]  # where stored states live
         self._readers = [ValueReader(a, self.name) for a in aggs]
         self._filters = [a.aggr_filter for a in aggs]
         self._emitter = Emitter(self.emit_policy, aggs)
@@ -431,15 +433,12 @@ class AggregateByKey(Flow):
         return kept
 
     def _install(self, key: Any, record: Mapping[str, Any]) -> list[KeyState] | tuple[KeyState, ...]:
-        from storey.aggregations.blob import decode_state
-        from storey.aggregations.naming import state_attribute
-
         table = self.table
         states = []
-        for name, plan in zip(self._names, self.plans, strict=True):
+        for name, plan, attribute in zip(self._names, self.plans, self._attributes, strict=True):
             st = table.get_state(key, name)
             if st is None:
-                blob = record.get(state_attribute(name))
+                blob = record.get(attribute) if record else None
                 st = plan.new_state() if blob is None else decode_state(plan, blob)
                 table.set_state(key, name, st)
             states.append(st)

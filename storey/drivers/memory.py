@@ -68,8 +68,12 @@ class NoopDriver(Driver):
     async def load_keys(
         self, table_path: str, keys: Sequence[str]
     ) -> list[dict[str, Any] | BaseException | None]:
+        records = self._records.get(table_path, {})
         out: list[dict[str, Any] | BaseException | None] = []
         for key in keys:  # nothing to wait for: one after the other
+            if key not in records:
+                out.append(None)
+                continue
             try:
                 out.append(await self.load_key(table_path, key))
             except Exception as exc:
