@@ -40,6 +40,7 @@ def _check_range(ns: int) -> int:
 
 
 _UTC_EPOCHS: dict[Any, _dt.datetime] = {}
+_TZINFO = operator.attrgetter("tzinfo")
 """Epochs carrying the very tzinfo object of a UTC zone: subtracting datetimes that share a tzinfo skips the
 offset lookups (valid because a UTC zone has no transitions)."""
 
@@ -65,9 +66,10 @@ def _datetime_to_ns(value: _dt.datetime) -> int:
     return _check_range(micros * 1000)
 
 
-def _utc_datetimes_ns(values: list[Any]) -> list[int] | None:
-    """`_datetime_to_ns` over a list of aware `datetime`s sharing one UTC zone, in one pass; ``None`` for any
-    other list (the caller then converts element by element).
+def _utc_datetimes_ns(values: list[Any]) -> list[int] | np.ndarray | None:
+    """`_datetime_to_ns` over a list of aware `datetime`s sharing one UTC zone, in one pass (through pandas'
+    vectorised conversion when pandas is already imported); ``None`` for any other list (the caller then
+    converts element by element).
 
     Raises
     ------
@@ -76,10 +78,16 @@ def _utc_datetimes_ns(values: list[Any]) -> list[int] | None:
     """
     if not values or set(map(type, values)) != {_dt.datetime}:
         return None
-    zones = {v.tzinfo for v in values}
+    zones = set(map(_TZINFO, values))
     epoch = _utc_epoch(zones.pop()) if len(zones) == 1 else None
     if epoch is None:
         return None
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        try:
+            return pd.DatetimeIndex(values).as_unit("ns").asi8  # type: ignore[no-any-return]
+        except (ValueError, OverflowError):  # out of pandas' ns range: the exact path below raises or not
+            pass
     out = [
         ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1000
         for d in map(operator.sub, values, itertools.repeat(epoch))
@@ -260,7 +268,7 @@ def to_ns_array(values: Any, *, column: str | None = None, source: str | None = 
     if type(values) is list:
         fast = _utc_datetimes_ns(values)  # e.g. the times of a chunk of emitted bodies
         if fast is not None:
-            return np.array(fast, dtype=np.int64)
+            return np.asarray(fast, dtype=np.int64)
     where = _where(column, source)
     pa = sys.modules.get("pyarrow")
     if pa is not None and isinstance(values, pa.ChunkedArray | pa.Array):

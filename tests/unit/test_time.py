@@ -131,23 +131,44 @@ def test_import_storey_is_light():
     assert out.stdout.strip() == "", f"import storey pulled in {out.stdout.strip()}"
 
 
+def _element_wise(items):
+    try:
+        return [to_ns(v) for v in items]
+    except ValueError:
+        return ValueError
+
+
+def _column(items):
+    try:
+        return to_ns_array(items).tolist()
+    except ValueError:
+        return ValueError
+
+
 @given(
     st.lists(
         st.tuples(
-            st.datetimes(min_value=dt.datetime(1678, 1, 1), max_value=dt.datetime(2261, 12, 31)),
+            st.one_of(
+                st.datetimes(min_value=dt.datetime(1678, 1, 1), max_value=dt.datetime(2261, 12, 31)),
+                st.datetimes(min_value=dt.datetime(1600, 1, 1), max_value=dt.datetime(2400, 1, 1)),
+            ),
             st.sampled_from(["utc", "zoneinfo-utc", "plus-2h", "naive"]),
         ),
         min_size=1,
         max_size=30,
-    )
+    ),
+    st.booleans(),
 )
-def test_lists_of_datetimes_match_to_ns(values):
-    """The one-pass path for lists of aware UTC datetimes (one zone) gives `to_ns`'s integers; lists it
-    does not cover (other zones, naive, mixed) take the element-wise path."""
+def test_lists_of_datetimes_match_to_ns(values, with_pandas):
+    """The one-pass path for lists of aware UTC datetimes (one zone; through pandas when it is imported) gives
+    `to_ns`'s integers, or its error out of the int64 range; lists it does not cover (other zones, naive,
+    mixed) take the element-wise path."""
+    from unittest import mock
     from zoneinfo import ZoneInfo
 
     zones = {"utc": dt.UTC, "zoneinfo-utc": ZoneInfo("UTC"), "plus-2h": dt.timezone(dt.timedelta(hours=2))}
     items = [v if z == "naive" else v.replace(tzinfo=zones[z]) for v, z in values]
-    assert to_ns_array(items).tolist() == [to_ns(v) for v in items]
     same_zone = [v.replace(tzinfo=ZoneInfo("UTC")) for v, _ in values]
-    assert to_ns_array(same_zone).tolist() == [to_ns(v) for v in same_zone]
+    with mock.patch.dict(sys.modules, {} if with_pandas else {"pandas": None}):
+        assert _column(items) == _element_wise(items)
+        assert _column(same_zone) == _element_wise(same_zone)
