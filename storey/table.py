@@ -610,8 +610,7 @@ class Table:
                 continue
             entry = entries.get(ck)
             if entry is None:
-                msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
-                raise KeyError(msg)
+                raise self._no_live_state(key)
             if entry.board is not None:
                 _detach(entry)
                 entry.board = None
@@ -619,15 +618,8 @@ class Table:
             entry.has_last = True
             entry.last_ref = event
             entry.last_time = event_time_ns
-            if entry.marked is names:  # O(1) per event while the key stays dirty
-                continue
-            dirty = entry.dirty_states
-            for name in names:
-                dirty[name] = None
-            entry.last_event_dirty = True
-            if ck not in self._dirty:
-                self._mark_dirty(ck, entry)
-            entry.marked = names
+            if entry.marked is not names:  # else O(1) per event while the key stays dirty
+                self._mark_names(ck, entry, names)
 
     def mark_board(self, board: MarkBoard, keys: Sequence[Any], rows: Sequence[int]) -> None:
         """Attach each key to its `MarkBoard` row and mark its states ``board.names`` and its last event
@@ -642,20 +634,26 @@ class Table:
                 continue
             entry = entries.get(ck)
             if entry is None:
-                msg = f"table {self.table_path!r}: no live state for key {key!r}; call set_state first"
-                raise KeyError(msg)
+                raise self._no_live_state(key)
             entry.has_last = True
             entry.board = board
             entry.board_row = row
             entry.last_ref = entry.last_time = None
-            dirty = entry.dirty_states
-            for name in names:
-                dirty[name] = None
-            entry.last_event_dirty = True
-            if ck not in self._dirty:
-                self._mark_dirty(ck, entry)
-            entry.marked = names
+            self._mark_names(ck, entry, names)
             fresh[row] = True
+
+    def _mark_names(self, ck: Hashable, entry: _Entry, names: Sequence[str]) -> None:
+        """Mark the states `names` and the last event of a key dirty."""
+        dirty = entry.dirty_states
+        for name in names:
+            dirty[name] = None
+        entry.last_event_dirty = True
+        if ck not in self._dirty:
+            self._mark_dirty(ck, entry)
+        entry.marked = names
+
+    def _no_live_state(self, key: Any) -> KeyError:
+        return KeyError(f"table {self.table_path!r}: no live state for key {key!r}; call set_state first")
 
     def states(self, name: str) -> list[tuple[Hashable, Any]]:
         """``(key, state)`` for every key holding a live state of aggregator ``name``, in first-use order."""
