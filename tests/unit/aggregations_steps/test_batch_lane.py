@@ -277,7 +277,7 @@ def test_marks_keep_ids_not_chunks():
     on_board = [board.ids[entry.board_row] for entry in entries if entry.board is board]
     assert len(on_board) > 2900 and all(type(i) is str for i in on_board)
     assert {type(o) for o in gc.get_referents(board)} <= {type, int, tuple, np.ndarray}
-    assert {type(i) for i in board.ids[: board.rows]} == {str}
+    assert {type(i) for i in board.ids[: board.rows]} <= {str, type(None)}  # None: rows never on the lane
     refs = [entry.last_ref for entry in entries if entry.board is None]  # rows of the per-event path
     assert all(type(ref) in (str, _LazyId, Event) for ref in refs)
     assert not [o for o in gc.get_referrers(*on_board, *refs) if type(o) in (EventBatch, _Rows)]
