@@ -263,7 +263,7 @@ class AggregateByKey(Flow):
         self._states: dict[Any, list[KeyState] | tuple[KeyState, ...]] = {}
         self.__dict__.pop("_do", None)  # the fused path of a previous run
         self.__dict__.pop("_do_batch", None)
-        self._preload_from: tuple[int, int] | None = None
+        self._preload_from: tuple[EventBatch, int] | None = None  # the row a preload last ran for
 
     async def _start(self) -> None:
         doc = await self.table.load_schema()
@@ -333,10 +333,12 @@ class AggregateByKey(Flow):
                 r = self._forward_batch(out)
                 if r is not None:
                     return r, j
-            if j < n and self._preload_from != (id(batch), j):
+            last = self._preload_from
+            if j < n and (last is None or last[0] is not batch or last[1] != j):
                 # the run stopped at a row: most often a key without cached states. Load every such key of
-                # the rest of the batch at once (concurrently), then run again from that row
-                self._preload_from = (id(batch), j)
+                # the rest of the batch at once (concurrently), then run again from that row (the batch
+                # itself is remembered, not its id, which a later batch may reuse)
+                self._preload_from = (batch, j)
                 missing = self._missing_keys(batch, j)
                 if missing:
                     return self._preload(missing), j
@@ -345,6 +347,7 @@ class AggregateByKey(Flow):
                 j += 1
                 if r is not None:
                     return r, j
+        self._preload_from = None
         return None, n
 
     def _missing_keys(self, batch: EventBatch, j: int) -> list[Any]:
