@@ -33,16 +33,13 @@ Buffer layout (8-byte words; ``W = 1 + len(plan.row_fields)``, ``NW`` windows, `
 from __future__ import annotations
 
 import math
-import struct
-import sys
 from collections.abc import Sequence
 from ctypes import addressof, c_char
 from typing import Any, ClassVar
 
 import numpy as np
 
-from storey.aggregations.blob import _HEAD as _BLOB_HEAD
-from storey.aggregations.blob import MAGIC as _BLOB_MAGIC
+from storey.aggregations.blob import encode_rows, field_list
 from storey.aggregations.kernels import get_aggregation, get_kernel
 from storey.aggregations.kernels._codegen import compile_function, indent
 from storey.aggregations.kernels.base import Aggregation, Kernel, rename_temporaries
@@ -61,8 +58,6 @@ B_START, B_END, B_H, B_M, B_CB = 0, 1, 2, 3, 4
 # cache entry extras, after the W row-shaped words
 C_OK, C_LO, C_HI, C_FIRST, C_LAST, C_HAS, C_CC = range(7)
 N_CEXTRA = 7
-_U32 = struct.Struct("<I")
-_LITTLE = sys.byteorder == "little"
 INIT_TILES = 8
 """Tile rows a new key's buffer holds before it first grows."""
 GROW_4X_BELOW = 64
@@ -816,24 +811,14 @@ class CompiledKeyState(KeyState):
         return self._live(self.M - self._NRET)
 
     def encode(self) -> bytes:
-        """The blob of `KeyState.encode`, straight from the buffer's retained rows: a row is the tile index
-        then the fields in blob order, so the blob's tiles and columns are the rows transposed (float fields
-        are their IEEE bits already)."""
+        """The blob of `KeyState.encode`, straight from the buffer's retained rows (`blob.encode_rows`)."""
         b = self._b
         start, end, H, M = b[:4].tolist()
         W = self._W
         lo = self._HDR + start * W
         hi = self._HDR + end * W
         first = int(b[lo:hi:W].searchsorted(M - self._NRET))
-        block = b[lo + first * W : hi].reshape(-1, W)
-        return b"".join(
-            (
-                _BLOB_HEAD.pack(_BLOB_MAGIC, H, self._P),
-                self._ENC_FIELDS,
-                _U32.pack(end - start - first),
-                block.T.tobytes() if _LITTLE else block.T.astype("<i8").tobytes(),
-            )
-        )
+        return encode_rows(H, self._P, self._ENC_FIELDS, b[lo + first * W : hi].reshape(-1, W))
 
     def copy(self) -> CompiledKeyState:
         st = type(self).__new__(type(self))
@@ -986,8 +971,7 @@ def compiled_state_class(plan: Any, attrs: dict[str, Any]) -> type[CompiledKeySt
             "_OUT": (OUT, HDR, not all(kinds), any(kinds)),
             "_FIELDS": fields,
             # blob layout (§7.2): the row fields' names, then which buffer columns hold tiles and fields
-            "_ENC_FIELDS": struct.pack("<H", len(plan.row_fields))
-            + b"".join(struct.pack("<B", len(f)) + f.encode("ascii") for f in plan.row_fields),
+            "_ENC_FIELDS": field_list(plan.row_fields),
             "_KINDS": tuple(kinds),
             "_MODULE": module,
             "methods_source": source,

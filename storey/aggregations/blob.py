@@ -19,6 +19,7 @@ are written, so equal states give byte-identical blobs whatever tiles a process 
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +31,21 @@ from storey.errors import SchemaMismatchError
 if TYPE_CHECKING:
     from storey.aggregations.state import AggregatorPlan, KeyState
 
-__all__ = ["MAGIC", "decode", "decode_state", "encode", "encode_state", "field_dtype"]
+__all__ = [
+    "MAGIC",
+    "decode",
+    "decode_state",
+    "encode",
+    "encode_rows",
+    "encode_state",
+    "field_dtype",
+    "field_list",
+]
 
 MAGIC = b"STB1"
 _HEAD = struct.Struct("<4sqq")
+_U32 = struct.Struct("<I")
+_LITTLE = sys.byteorder == "little"
 
 
 def field_dtype(name: str) -> str:
@@ -76,10 +88,7 @@ def encode(
     (('n', 's'), [1, 2])
     """
     n_tiles = len(tiles)
-    parts = [_HEAD.pack(MAGIC, int(H), int(period_ns)), struct.pack("<H", len(fields))]
-    for name in fields:
-        raw = name.encode("ascii")
-        parts.append(struct.pack("<B", len(raw)) + raw)
+    parts = [_HEAD.pack(MAGIC, int(H), int(period_ns)), field_list(fields)]
     keys = np.asarray(tiles, dtype="<i8")
     if n_tiles > 1 and not bool(np.all(keys[1:] > keys[:-1])):
         msg = "blob tiles must be strictly ascending"
@@ -95,6 +104,36 @@ def encode(
             raise ValueError(msg)
         parts.append(arr.tobytes())
     return b"".join(parts)
+
+
+def field_list(fields: Sequence[str]) -> bytes:
+    """The field-list part of a blob: u16 count, then each name as u8 length + ASCII."""
+    return struct.pack("<H", len(fields)) + b"".join(
+        struct.pack("<B", len(raw)) + raw for raw in (name.encode("ascii") for name in fields)
+    )
+
+
+def encode_rows(H: int, period_ns: int, fields: bytes, rows: np.ndarray) -> bytes:
+    """`encode` from a state's rows: ``rows[j]`` is tile ``j``'s index, then its fields in the order of
+    `fields` (a `field_list`), as int64 words (float fields as their IEEE bits). The rows are trusted: only
+    retained tiles with ``n > 0``, strictly ascending (the compiled states' buffers keep them so).
+
+    Examples
+    --------
+    >>> rows = np.array([[1, 1, np.float64(0.5).view(np.int64)], [2, 2, 0]], np.int64)
+    >>> decode(encode_rows(10, 5, field_list(["n", "s"]), rows)) == decode(
+    ...     encode(10, 5, ["n", "s"], [1, 2], [[1, 2], [0.5, 0.0]]))
+    True
+    """
+    columns = rows.T  # the blob's tiles then its columns are the rows transposed: one copy
+    return b"".join(
+        (
+            _HEAD.pack(MAGIC, H, period_ns),
+            fields,
+            _U32.pack(len(rows)),
+            columns.tobytes() if _LITTLE else columns.astype("<i8").tobytes(),
+        )
+    )
 
 
 def decode(blob: bytes) -> tuple[int, int, tuple[str, ...], list[int], list[list[Any]]]:
