@@ -201,6 +201,13 @@ class MarkBoard:
         return row
 
 
+def _leave_board(entry: _Entry) -> None:
+    """A mark of its own replaces the board's: the key's board row must be marked again."""
+    _detach(entry)
+    entry.board = None
+    entry.marked = None
+
+
 def _detach(entry: _Entry) -> None:
     """The entry's dirty marks were taken or replaced: its board row must be marked again."""
     board = entry.board
@@ -578,8 +585,7 @@ class Table:
         entry.dirty_states[name] = None
         if event_id is not None or event_time_ns is not None:
             if entry.board is not None:
-                _detach(entry)
-                entry.board = None
+                _leave_board(entry)
             entry.has_last = True
             entry.last_ref = event_id
             entry.last_time = event_time_ns
@@ -612,9 +618,7 @@ class Table:
             if entry is None:
                 raise self._no_live_state(key)
             if entry.board is not None:
-                _detach(entry)
-                entry.board = None
-                entry.marked = None
+                _leave_board(entry)
             entry.has_last = True
             entry.last_ref = event
             entry.last_time = event_time_ns

@@ -325,16 +325,8 @@ class EventBatch:
     def row_ids(self, bodies: Sequence[int]) -> list[str]:
         """The ids of the events of `bodies` (indices into this batch), without building the events; rows
         without an id yet get fresh ones (drawn at once), which their events then carry."""
-        meta = self.meta
         rows = self.rows
-        if rows is None and type(meta) is _Rows and meta.ids is None and meta.shared is None:
-            # no row has an id yet (emitted bodies): draw them at once, straight into the rows' id list
-            ids = meta.ids = [None] * len(meta)
-            for j, i in zip(bodies, fresh_ids(len(bodies)), strict=True):
-                if ids[j] is None:  # `bodies` may name a row twice
-                    ids[j] = i
-            return list(map(ids.__getitem__, bodies))
-        row_id = meta.row_id
+        row_id = self.meta.row_id
         fresh = iter(fresh_ids(len(bodies)))
         return [row_id(j if rows is None else rows[j], fresh) for j in bodies]
 
