@@ -151,24 +151,46 @@ def _column(items):
             st.one_of(
                 st.datetimes(min_value=dt.datetime(1678, 1, 1), max_value=dt.datetime(2261, 12, 31)),
                 st.datetimes(min_value=dt.datetime(1600, 1, 1), max_value=dt.datetime(2400, 1, 1)),
+                st.datetimes(),  # years 1 to 9999
             ),
             st.sampled_from(["utc", "zoneinfo-utc", "plus-2h", "naive"]),
         ),
         min_size=1,
         max_size=30,
     ),
-    st.booleans(),
+    st.sampled_from(["numba", "pandas", "python"]),
 )
-def test_lists_of_datetimes_match_to_ns(values, with_pandas):
-    """The one-pass path for lists of aware UTC datetimes (one zone; through pandas when it is imported) gives
-    `to_ns`'s integers, or its error out of the int64 range; lists it does not cover (other zones, naive,
-    mixed) take the element-wise path."""
+@settings(deadline=None)  # the first example loads the compiled reader
+def test_lists_of_datetimes_match_to_ns(values, path):
+    """The one-pass path for lists of aware UTC datetimes (one zone; compiled when numba is imported, else
+    through pandas when it is) gives `to_ns`'s integers, or its error out of the int64 range; lists it does
+    not cover (other zones, naive, mixed) take the element-wise path."""
     from unittest import mock
     from zoneinfo import ZoneInfo
 
     zones = {"utc": dt.UTC, "zoneinfo-utc": ZoneInfo("UTC"), "plus-2h": dt.timezone(dt.timedelta(hours=2))}
     items = [v if z == "naive" else v.replace(tzinfo=zones[z]) for v, z in values]
     same_zone = [v.replace(tzinfo=ZoneInfo("UTC")) for v, _ in values]
-    with mock.patch.dict(sys.modules, {} if with_pandas else {"pandas": None}):
+    hidden = {"numba": {}, "pandas": {"numba": None}, "python": {"numba": None, "pandas": None}}[path]
+    if path == "numba":  # the compiled path runs once numba is loaded; load it outside the patched modules
+        import numba  # noqa: F401
+
+        from storey._time_nb import _checked
+
+        _checked()
+    with mock.patch.dict(sys.modules, hidden):
         assert _column(items) == _element_wise(items)
         assert _column(same_zone) == _element_wise(same_zone)
+
+
+def test_compiled_datetime_reader_passes_its_layout_check():
+    """On CPython the compiled reader is used (its layout check passed): lists of aware UTC datetimes come back
+    as an array, and a value outside the int64 ns range hands the list back to the exact path."""
+    import numba  # noqa: F401
+
+    from storey import _time_nb
+
+    assert _time_nb._checked() is not False
+    got = _time_nb.utc_datetimes_ns([dt.datetime(2024, 2, 29, 1, 2, 3, 456789, tzinfo=dt.UTC)])
+    assert got is not None and got.tolist() == [to_ns(dt.datetime(2024, 2, 29, 1, 2, 3, 456789, tzinfo=dt.UTC))]
+    assert _time_nb.utc_datetimes_ns([dt.datetime(3000, 1, 1, tzinfo=dt.UTC)]) is None
