@@ -241,11 +241,7 @@ def run(batch, start):
     if len(stale):
         mark_stale(stale, X)
     @COLUMNS@
-    outs = []
-    append = outs.append
-    for r, body, @ROW_VALUES@ in zip(range(m), part, @COLUMN_LISTS@):
-        features = @FEATURES@
-@OUTPUT@
+@OUTPUTS@
     if late:
         for r in np.flatnonzero(ACC != ALL).tolist():
             body = part[r]
@@ -348,24 +344,33 @@ def batch_source(step: Any) -> str:
             "key = keys[r]\nt = int(T[r])\nstates = KL[X[r]]\n"
             "out = augment(body, step_features(key, t, states, features), AUGMENT, NAME)"
         )
+    row_values = ", ".join([*(f"vi{j}" for j in range(n_int)), *(f"vf{j}" for j in range(n_float))])
+    column_lists = ", ".join([*(f"i{j}" for j in range(n_int)), *(f"f{j}" for j in range(n_float))])
+    features = _features_display(plans, columns=True)
+    outputs = (
+        "outs = []\n"
+        "append = outs.append\n"
+        f"for r, body, {row_values} in zip(range(m), part, {column_lists}):\n"
+        f"    features = {features}\n"
+        f"{indent(output, 1)}\n"
+        "    append(out)"
+    )
+    if _plain(step):  # all bodies dicts (the usual case): one display each, the body's items after the features
+        spread = features[:-1] + ", **body}"
+        outputs = (
+            "if set(map(type, part)) == DICT:\n"
+            f"    outs = [{spread} for body, {row_values} in zip(part, {column_lists})]\n"
+            f"else:\n{indent(outputs, 1)}"
+        )
     row_ints = ", ".join(f"i{j}[r]" for j in range(n_int))
     row_floats = ", ".join(f"f{j}[r]" for j in range(n_float))
     return (
         _RUN_TEMPLATE.replace("@KEYS@", indent(keys, 2))
         .replace("@TIMES@", indent(times, 2))
         .replace("@VALUES@", indent("\n".join(values), 2))
-        .replace("@FEATURES@", _features_display(plans, columns=True))
         .replace("@COLUMNS@", _columns_source(n_int, n_float))
+        .replace("@OUTPUTS@", indent(outputs, 1))
         .replace("@ROW_LISTS@", f"[{row_ints}], [{row_floats}]")
-        .replace(
-            "@ROW_VALUES@",
-            ", ".join([*(f"vi{j}" for j in range(n_int)), *(f"vf{j}" for j in range(n_float))]),
-        )
-        .replace(
-            "@COLUMN_LISTS@",
-            ", ".join([*(f"i{j}" for j in range(n_int)), *(f"f{j}" for j in range(n_float))]),
-        )
-        .replace("@OUTPUT@", indent(output + "\nappend(out)", 2))
         .replace("@OUTPUT_AT@", indent(output + "\nouts[r] = out", 3))
     )
 
@@ -625,6 +630,7 @@ def fused_apply(step: Any) -> Fused | None:
                 "mark_stale": mark_stale,
                 "NI": n_int,
                 "NUMERIC": {float, int, type(None)},
+                "DICT": {dict},
                 "COUNTABLE": {float, int, str, type(None)},
                 "COUNTED": {int, str},
                 "ALL": every,

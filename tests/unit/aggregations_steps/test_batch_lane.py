@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -343,3 +344,56 @@ def test_list_keys_are_their_tuples_on_the_lane(monkeypatch):
         per_event, _ = go()
     assert [k for k, _, _ in lane] == [k for k, _, _ in per_event] == [tuple(b["key"]) for b, _ in rows]
     assert_same_bodies([b for _, _, b in lane], [b for _, _, b in per_event], "list keys")
+
+
+class _Body(Mapping):
+    """A mapping body that is not a dict (the lane's per-row output path)."""
+
+    def __init__(self, data):
+        self._data = dict(data)
+
+    def __getitem__(self, name):
+        return self._data[name]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+
+@pytest.mark.parametrize("mapping_every", [0, 7], ids=["all dicts", "some mappings"])
+def test_output_bodies_on_the_lane_merge_as_per_event(monkeypatch, mapping_every):
+    """Output bodies are the features then the body's fields, body fields winning (also over a feature of the
+    same name, which keeps its place), for dict bodies and for other mappings, on the lane as per event."""
+    aggs = _readme_aggs()
+    rows = []
+    for i in range(400):
+        body = {
+            "key": f"k{i % 5}",
+            "x": i % 3,
+            "y": float(i),
+            "s": "ab"[i % 2],
+            "t": _datetime(BASE + i * 10**10),
+        }
+        if i % 3 == 0:
+            body["clicks_count_1h"] = f"shadowed {i}"  # a feature's name (see `_readme_aggs`)
+        rows.append(body)
+
+    def go():
+        step = AggregateByKey(aggs, Table("t", NoopDriver()), key="key", time_field="t")
+        c = build_flow([Source(), step, Reduce([], _collect, full_event=True)]).run()
+        for i, body in enumerate(rows):
+            c.emit(_Body(body) if mapping_every and i % mapping_every == 0 else dict(body))
+        return [b for _, _, b in c.terminate(wait=True)], step
+
+    lane, step = go()
+    assert "_do_batch" in vars(step)
+    with monkeypatch.context() as m:
+        m.setattr(_step_fused, "batch_eligible", lambda step: False)
+        per_event, _ = go()
+    assert_same_bodies(lane, per_event, "bodies")
+    names = [n for plan in step.plans for n in plan.feature_names]
+    for body, out in zip(rows, lane, strict=True):
+        assert list(out) == list(dict.fromkeys([*names, *body]))
+        assert all(out[f] == v for f, v in body.items())
