@@ -67,9 +67,9 @@ def _datetime_to_ns(value: _dt.datetime) -> int:
 
 
 def _utc_datetimes_ns(values: list[Any]) -> list[int] | np.ndarray | None:
-    """`_datetime_to_ns` over a list of aware `datetime`s sharing one UTC zone, in one pass (compiled when numba
-    is already imported, else through pandas' vectorised conversion when pandas is); ``None`` for any other
-    list (the caller then converts element by element).
+    """`_datetime_to_ns` over a list of aware `datetime`s sharing one UTC zone, in one pass (compiled when
+    numba is already imported, else through pandas' vectorised conversion when pandas is); ``None`` for any
+    other list (the caller then converts element by element).
 
     Raises
     ------
@@ -82,7 +82,7 @@ def _utc_datetimes_ns(values: list[Any]) -> list[int] | np.ndarray | None:
     epoch = _utc_epoch(zones.pop()) if len(zones) == 1 else None
     if epoch is None:
         return None
-    if sys.modules.get("numba") is not None:  # fields read from the objects in one compiled pass (~50 ns each)
+    if sys.modules.get("numba") is not None:  # the fields read from the objects in one compiled pass
         from storey._time_nb import utc_datetimes_ns
 
         fast = utc_datetimes_ns(values)

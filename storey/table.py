@@ -72,7 +72,7 @@ import numpy as np
 
 from storey.drivers.base import Driver
 from storey.errors import StoreyError
-from storey.event import Event
+from storey.event import Event, fresh_ids
 
 __all__ = [
     "LAST_EVENT_ID",
@@ -165,28 +165,36 @@ def _resolved(entry: _Entry) -> tuple[Any, int | None]:
     board = entry.board
     if board is not None:
         row = entry.board_row
-        return board.ids[row], int(board.times[row])
+        return board.id_of(row), int(board.times[row])
     ref = entry.last_ref
     return (ref.id if isinstance(ref, Event) else ref), entry.last_time
 
 
 class MarkBoard:
     """The last-event marks (AGGREGATIONS.md §7.3) of many keys, kept column-wise by the step that writes them
-    (the batch lane of `AggregateByKey`) rather than per key: ``ids[row]`` and ``times[row]`` (numpy arrays,
-    object and int64) of the key the writer gave that row.
+    (the batch lane of `AggregateByKey`) rather than per key: the id and ``times[row]`` (int64) of the last
+    event of the key the writer gave that row.
+
+    The id is ``ids[row]`` unless ``sources[row]`` is set: then it is ``sources[row].row_id(at[row], fresh)``,
+    the id of row ``at[row]`` of a batch's rows (`storey.flow.batch`), drawn only when the table first needs
+    it (`id_of`), and carried by that row's events too whichever asks first. The writer thus names its keys'
+    last rows with two numpy scatters and no id per row; only the ids of the rows still last when their key
+    is written are drawn.
 
     `Table.mark_board` attaches a key to its row and marks its states ``names`` and its last event dirty;
-    ``fresh[row]`` then stays true while they stay dirty, and the writer only updates ``ids``/``times`` for
-    it. The table clears ``fresh[row]`` when it takes the key's dirty marks (a write) or when another mark
+    ``fresh[row]`` then stays true while they stay dirty, and the writer only updates the columns for it.
+    The table clears ``fresh[row]`` when it takes the key's dirty marks (a write) or when another mark
     replaces the board's (`mark_keys_dirty`): the writer then calls `Table.mark_board` again.
     """
 
-    __slots__ = ("fresh", "ids", "names", "rows", "times")
+    __slots__ = ("at", "fresh", "ids", "names", "rows", "sources", "times")
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self.rows = 0  # rows in use (the arrays may hold more)
         self.ids = np.full(256, None, object)
+        self.sources = np.full(256, None, object)
+        self.at = np.zeros(256, np.int64)
         self.times = np.zeros(256, np.int64)
         self.fresh = np.zeros(256, bool)
 
@@ -196,9 +204,19 @@ class MarkBoard:
         self.rows += 1
         if row == len(self.times):
             self.ids = np.concatenate([self.ids, np.full(row, None, object)])
+            self.sources = np.concatenate([self.sources, np.full(row, None, object)])
+            self.at = np.concatenate([self.at, np.zeros(row, np.int64)])
             self.times = np.concatenate([self.times, np.zeros(row, np.int64)])
             self.fresh = np.concatenate([self.fresh, np.zeros(row, bool)])
         return row
+
+    def id_of(self, row: int) -> Any:
+        """The id of `row`'s last event (drawn now if its source has none yet)."""
+        source = self.sources[row]
+        if source is not None:
+            self.ids[row] = source.row_id(int(self.at[row]), iter(fresh_ids(1)))
+            self.sources[row] = None  # the id is kept; the source's rows need not stay alive for it
+        return self.ids[row]
 
 
 def _leave_board(entry: _Entry) -> None:

@@ -236,7 +236,8 @@ def run(batch, start):
     last = np.flatnonzero(L[X] == every)
     xs = X[last]
     BOARD.times[xs] = T[last]
-    BOARD.ids[xs] = batch.row_id_array(last + start)
+    SOURCE[()], BOARD.at[xs] = batch.row_refs(last + start)
+    BOARD.sources[xs] = SOURCE  # ids are drawn when the table needs them
     stale = xs[~BOARD.fresh[xs]]
     if len(stale):
         mark_stale(stale, X)
@@ -355,7 +356,7 @@ def batch_source(step: Any) -> str:
         f"{indent(output, 1)}\n"
         "    append(out)"
     )
-    if _plain(step):  # all bodies dicts (the usual case): one display each, the body's items after the features
+    if _plain(step):  # all bodies dicts (the usual case): a display each, the body's items after the features
         spread = features[:-1] + ", **body}"
         outputs = (
             "if set(map(type, part)) == DICT:\n"
@@ -627,6 +628,7 @@ def fused_apply(step: Any) -> Fused | None:
                 "BOOK": book,
                 "ROWS_OF": book.rows,
                 "BOARD": board,
+                "SOURCE": np.empty((), object),  # holds a batch's rows metadata (scattered as one object)
                 "mark_stale": mark_stale,
                 "NI": n_int,
                 "NUMERIC": {float, int, type(None)},

@@ -330,22 +330,14 @@ class EventBatch:
         fresh = iter(fresh_ids(len(bodies)))
         return [row_id(j if rows is None else rows[j], fresh) for j in bodies]
 
-    def row_id_array(self, bodies: np.ndarray) -> np.ndarray:
-        """`row_ids` as an object array; when most rows of a batch of emitted bodies are asked for, every
-        row's id is drawn at once."""
+    def row_refs(self, bodies: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Where the ids of `bodies` (indices into this batch) come from, without drawing any: this batch's
+        rows metadata ``meta`` and the rows ``at`` of the bodies in it. ``meta.row_id(at[i], fresh)`` is body
+        ``i``'s id, which the row's events carry too, whether an event or the id is asked for first."""
         meta = self.meta
-        if (
-            self.rows is None
-            and type(meta) is _Rows
-            and meta.ids is None
-            and meta.shared is None
-            and 2 * len(bodies) >= len(meta)
-        ):
-            ids = meta.ids = fresh_ids(len(meta))
-            return np.array(ids, object)[bodies]
-        out = np.empty(len(bodies), object)
-        out[:] = self.row_ids(bodies.tolist())
-        return out
+        meta.share_ids()  # events built from now on draw their rows' ids through the metadata
+        rows = self.rows
+        return meta, bodies if rows is None else np.asarray(rows, np.int64)[bodies]
 
     def keys(self) -> list[Any]:
         """The key of every body, in order (``keys()[j]`` is ``event(j).key``)."""

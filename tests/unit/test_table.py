@@ -730,6 +730,40 @@ class _St:
         return str(self.v).encode()
 
 
+async def test_mark_board_ids_from_a_source_are_drawn_once_when_first_needed() -> None:
+    """A board row whose id comes from a source (a batch's row metadata) asks the source for it only when the
+    table needs it (a write or `last_applied`), once; the id then stays and the source is let go."""
+    from storey.table import MarkBoard
+
+    class Source:
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def row_id(self, r: int, fresh: Any) -> str:
+            self.asked.append(r)
+            return f"{next(fresh)[:4]}-row{r}"
+
+    spy = Spy()
+    table = Table("t", spy)
+    board = MarkBoard(["agg"])
+    source = Source()
+    for key in ("a", "b"):
+        table.set_state(key, "agg", _St(1))
+        board.add_row()
+    board.sources[:2] = [source, source]
+    board.at[:2] = [7, 9]
+    board.times[:2] = [70, 90]
+    table.mark_board(board, ["a", "b"], [0, 1])
+    assert source.asked == []
+    got = await table.last_applied("b")
+    assert got is not None and got[0].endswith("-row9") and got[1] == 90 and source.asked == [9]
+    assert await table.last_applied("b") == got and source.asked == [9]  # drawn once
+    await table.flush()
+    assert source.asked == [9, 7] and board.sources[0] is None and board.sources[1] is None
+    stored = await Table("t", spy.inner).load_records(["a", "b"])
+    assert [r[LAST_EVENT_ID] for r in stored] == [board.ids[0], got[0]]  # type: ignore[index]
+
+
 async def test_mark_board_rows_are_the_keys_last_events_until_another_mark_replaces_them() -> None:
     """`MarkBoard` (the batch lane's column-wise marks): attached keys become dirty in the given order and
     persist the board's current id/time; a write clears ``fresh`` (the writer marks again); a per-event mark

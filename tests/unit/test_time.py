@@ -192,5 +192,7 @@ def test_compiled_datetime_reader_passes_its_layout_check():
 
     assert _time_nb._checked() is not False
     got = _time_nb.utc_datetimes_ns([dt.datetime(2024, 2, 29, 1, 2, 3, 456789, tzinfo=dt.UTC)])
-    assert got is not None and got.tolist() == [to_ns(dt.datetime(2024, 2, 29, 1, 2, 3, 456789, tzinfo=dt.UTC))]
+    assert got is not None and got.tolist() == [
+        to_ns(dt.datetime(2024, 2, 29, 1, 2, 3, 456789, tzinfo=dt.UTC))
+    ]
     assert _time_nb.utc_datetimes_ns([dt.datetime(3000, 1, 1, tzinfo=dt.UTC)]) is None

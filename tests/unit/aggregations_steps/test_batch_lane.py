@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -259,30 +260,45 @@ def test_the_address_book_follows_buffers_that_grow_and_copies_are_not_in_it():
     assert (book.arr == before).all()
 
 
-def test_marks_keep_ids_not_chunks():
-    """A key's last-event mark holds its event's id, not the chunk (which would keep every body of the chunk
-    alive for as long as the key is cached)."""
+def test_marks_keep_ids_or_row_metadata_not_chunks():
+    """A key's last-event mark holds its row in the chunk's row metadata (keys, times, ids: no bodies) until
+    its id is needed, then only the id; never the chunk (which would keep every body of the chunk alive for
+    as long as the key is cached). Ids are drawn only for the rows still last when they are asked for."""
     import gc
 
     from storey.event import Event, _LazyId
     from storey.flow.batch import EventBatch, _Rows
 
-    rows = [({"key": f"k{i}", "x": 1, "y": 2.0, "s": "a"}, BASE + i * 10**9) for i in range(3000)]
+    rows = [({"key": f"k{i % 2000}", "x": 1, "y": 2.0, "s": "a"}, BASE + i * 10**9) for i in range(6000)]
     table = Table("t", NoopDriver())
-    out, _, _, marks, step = run(_readme_aggs(), rows, fields=True, table=table)
+    step = AggregateByKey(_readme_aggs(), table, key="key", time_field="t")
+    c = build_flow([Source(), step, Reduce(0, lambda acc, _: acc + 1)]).run()
+    for body, t in rows:
+        c.emit({**body, "t": _datetime(t)})
+    deadline = time.monotonic() + 60
+    while step.metrics["events"] < len(rows) and time.monotonic() < deadline:  # all taken, none written yet
+        time.sleep(0.01)
     assert "_do_batch" in vars(step)
     entries = list(table._entries.values())
-    boards = {id(entry.board): entry.board for entry in entries if entry.board is not None}
-    assert len(boards) == 1  # the lane's marks are rows of one MarkBoard
-    (board,) = boards.values()
+    (board,) = {id(entry.board): entry.board for entry in entries if entry.board is not None}.values()
+    sources = {id(s): s for s in board.sources[: board.rows] if s is not None}
+    assert sources and all(type(s) is _Rows for s in sources.values())
+    held = [o for s in sources.values() for o in gc.get_referents(s)]
+    assert not [o for o in held if type(o) is dict or type(o) is EventBatch]  # no bodies, no chunks
+    drawn = [i for s in sources.values() for i in (s.ids or []) if i is not None]
+    assert drawn == []  # no id drawn yet: nothing asked for one
+    assert c.terminate(wait=True) == len(rows)  # writes every key: their ids are drawn
+    marks = {f"k{i}": asyncio.run(table.last_applied(f"k{i}")) for i in range(2000)}
     on_board = [board.ids[entry.board_row] for entry in entries if entry.board is board]
-    assert len(on_board) > 2900 and all(type(i) is str for i in on_board)
+    assert len(on_board) > 1900 and all(type(i) is str for i in on_board)
+    assert not any(board.sources[: board.rows])  # resolved: the metadata is no longer held
     assert {type(o) for o in gc.get_referents(board)} <= {type, int, tuple, np.ndarray}
-    assert {type(i) for i in board.ids[: board.rows]} <= {str, type(None)}  # None: rows never on the lane
+    drawn = [i for s in sources.values() for i in (s.ids or []) if i is not None]
+    assert sorted(drawn) == sorted(on_board)  # exactly the ids asked for were drawn, into their rows
     refs = [entry.last_ref for entry in entries if entry.board is None]  # rows of the per-event path
     assert all(type(ref) in (str, _LazyId, Event) for ref in refs)
-    assert not [o for o in gc.get_referrers(*on_board, *refs) if type(o) in (EventBatch, _Rows)]
-    assert {key: mark[0] for key, mark in marks.items()} == {key: event_id for key, event_id, _ in out}
+    assert not [o for o in gc.get_referrers(*on_board, *refs) if type(o) is EventBatch]
+    assert len(set(on_board)) == len(on_board) and all(m is not None for m in marks.values())
 
 
 def test_background_flushes_between_batches_persist_each_keys_last_event(monkeypatch):

@@ -420,13 +420,37 @@ def test_row_ids_of_emitted_bodies_are_the_ids_their_events_carry(first, then):
     assert len(set(others) | set(ids)) == len(others) + len(drawn)
 
 
-@given(st.lists(st.integers(0, 9), max_size=15), st.booleans())
-def test_row_id_array_gives_the_ids_the_rows_events_carry(rows, drawn_before):
-    """`row_id_array` (all ids drawn at once when most rows are asked for, else `row_ids`) agrees with the
-    ids the rows' events carry, also after ids were drawn for some rows already."""
+@given(
+    st.lists(st.integers(0, 9), max_size=15),
+    st.lists(st.integers(0, 9), max_size=5),
+    st.lists(st.integers(0, 9), max_size=5),
+    st.booleans(),
+)
+def test_row_refs_give_the_ids_the_rows_events_carry(rows, drawn_before, events_first, derived):
+    """`row_refs` names rows without drawing ids: ``meta.row_id(at[i], ...)`` is the id the row's events carry,
+    whether ids were drawn for some rows before, or events of some rows were built (and drew their ids)
+    before the id is asked for, on the batch or on a batch derived from it."""
+    from storey.event import fresh_ids
+
     batch = EventBatch.of_bodies([{"i": i} for i in range(10)], [T0_NS] * 10)
-    before = batch.row_ids([1, 2]) if drawn_before else []
-    arr = batch.row_id_array(np.array(rows, np.int64))
-    assert arr.dtype == object and arr.tolist() == [batch.event(j).id for j in rows]
-    assert before == [batch.event(j).id for j in (1, 2)][: len(before)]
+    before = batch.row_ids(drawn_before)
+    meta, at = batch.row_refs(np.array(rows, np.int64))
+    assert at.tolist() == rows
+    later = batch.derive([{"k": i} for i in range(10)], None) if derived else batch
+    early = [later.event(j).id for j in events_first]  # events built (ids drawn) before the marks ask
+    ids = [meta.row_id(r, iter(fresh_ids(1))) for r in at.tolist()]
+    assert ids == [batch.event(j).id for j in rows] == [later.event(j).id for j in rows]
+    assert before == [batch.event(j).id for j in drawn_before]
+    assert early == [batch.event(j).id for j in events_first]
     assert len({batch.event(j).id for j in range(10)}) == 10
+
+
+def test_row_refs_of_a_derived_batch_name_its_source_rows():
+    """The rows of a batch derived from some rows of another are those rows."""
+    from storey.event import fresh_ids
+
+    batch = EventBatch.of_bodies([{"i": i} for i in range(10)], [T0_NS] * 10)
+    derived = batch.derive([{"k": 1}, {"k": 2}], [7, 3])
+    meta, at = derived.row_refs(np.array([1, 0], np.int64))
+    assert at.tolist() == [3, 7]
+    assert [meta.row_id(r, iter(fresh_ids(1))) for r in at.tolist()] == [batch.event(3).id, batch.event(7).id]
