@@ -28,6 +28,8 @@ lane reads every row's values and filters, also of rows that turn out too late, 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,12 +46,17 @@ from storey.aggregations._compiled_state import (
     SP_NRET,
     SP_OUT,
     SP_P,
+    STEP_MODULES_AFTER,
     AddressBook,
     CompiledKeyState,
+    StepModule,
+    step_modules_mode,
 )
 from storey.aggregations.field import FieldEquals
 from storey.aggregations.kernels._codegen import compile_function, indent
 from storey.table import MarkBoard
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Fused", "eligible", "fused_apply", "fused_source"]
 
@@ -230,6 +237,8 @@ def run(batch, start):
     skipped, late = CNT.tolist()
     metrics["events"] += m
     metrics["skipped_values"] += skipped
+    if SPECIALIZE is not None and metrics["events"] >= SPECIALIZE_AT:
+        SPECIALIZE()
     if late:
         metrics["late_events"] += late
     # one last-event mark per key (its last row here), written column-wise into the board
@@ -603,7 +612,8 @@ def fused_apply(step: Any) -> Fused | None:
         from storey._time import to_ns_array
         from storey.aggregations.step import augment
 
-        module = classes[0]._MODULE.load()
+        module_of = classes[0]._MODULE
+        module = module_of.load()
         book = AddressBook(2 * n, MarkBoard(step._names))
         board = book.board
         mark_board = step.table.mark_board
@@ -615,6 +625,30 @@ def fused_apply(step: Any) -> Fused | None:
             mark_board(board, [book.keys[x] for x in order], order)
 
         every = (1 << n) - 1
+        specialize = None
+        mode = step_modules_mode()
+        step_module = StepModule(module_of, ctx) if mode != "off" else None
+        if step_module is not None and (mode == "eager" or step_module.compiled_before()):
+            rows = step_module.load()
+        else:
+            rows = module.step_rows
+            if step_module is not None:
+
+                def specialize() -> None:
+                    """Compile the step module on a thread of its own; the lane switches to it when done."""
+                    ns["SPECIALIZE"] = None
+                    signatures = list(module.step_rows.signatures)
+                    name = f"storey step module {step.name}"
+                    threading.Thread(
+                        target=switch, args=(step_module, signatures), name=name, daemon=True
+                    ).start()
+
+                def switch(step_module: StepModule, signatures: list) -> None:
+                    try:
+                        ns["ROWS"] = step_module.load(signatures)
+                    except Exception:  # the generic module goes on (same results, slower)
+                        logger.exception("step %r: compiling its step module failed", step.name)
+
         ns.update(
             {
                 "np": np,
@@ -624,7 +658,9 @@ def fused_apply(step: Any) -> Fused | None:
                 "repeat": repeat,
                 "out_rows": out_rows,
                 "regrow_keys": regrow_keys,
-                "ROWS": module.step_rows,
+                "ROWS": rows,
+                "SPECIALIZE": specialize,
+                "SPECIALIZE_AT": STEP_MODULES_AFTER,
                 "BOOK": book,
                 "ROWS_OF": book.rows,
                 "BOARD": board,

@@ -23,7 +23,14 @@ from storey._utils._imports import require
 from storey.aggregations.kernels._codegen import compile_function
 from storey.aggregations.kernels.base import Kernel, update_loop_source
 
-__all__ = ["cache_dir", "compiled_update_many", "load_generated_module", "njit", "njit_nogil"]
+__all__ = [
+    "cache_dir",
+    "compiled_update_many",
+    "load_generated_module",
+    "load_named_module",
+    "njit",
+    "njit_nogil",
+]
 
 _CACHE: dict[tuple[type, bool, bool], Callable[..., Any]] = {}
 
@@ -69,20 +76,25 @@ def load_generated_module(source: str, prefix: str) -> ModuleType:
     writable cache directory the source is executed in memory (compiled anew in each process).
     """
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    name = f"{prefix}_{digest}"
+    return load_named_module(f"{prefix}_{digest}", lambda: source)
+
+
+def load_named_module(name: str, make_source: Callable[[], str]) -> ModuleType:
+    """`load_generated_module` for a module named by the caller (a hash of what determines its source):
+    `make_source` is called only when no file of that name is cached yet."""
     module = sys.modules.get(name)
     if module is not None:
         return module
     folder = cache_dir()
     if folder is None:
         module = ModuleType(name)
-        compile_function(source, "__name__", module.__dict__, f"<{name}>")  # exec into the module's namespace
+        compile_function(make_source(), "__name__", module.__dict__, f"<{name}>")  # exec into its namespace
     else:
         path = folder / f"{name}.py"
         if not path.exists():
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
             with os.fdopen(fd, "w") as handle:
-                handle.write(source)
+                handle.write(make_source())
             os.replace(tmp, path)
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
