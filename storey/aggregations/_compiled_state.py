@@ -32,9 +32,12 @@ Buffer layout (8-byte words; ``W = 1 + len(plan.row_fields)``, ``NW`` windows, `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from ctypes import addressof, c_char
 from typing import Any, ClassVar
@@ -793,7 +796,7 @@ def _generator_digest() -> bytes:
 
 class StepModule:
     """The compiled module of one fused step's parameters (`_Module.step_source`), on disk by a hash of the
-    generic module's source and the parameters."""
+    code that writes it, the generic module's source and the parameters."""
 
     def __init__(self, module: _Module, ctx: np.ndarray) -> None:
         key = _generator_digest() + module.source.encode() + repr(ctx.shape).encode() + ctx.tobytes()
@@ -807,23 +810,63 @@ class StepModule:
         return folder is not None and (folder / f"{self.name}.compiled").exists()
 
     def load(self, signatures: Sequence[Any] = ()) -> Any:
-        """Its ``step_rows``, compiled for `signatures` (a dispatcher's), else for the lane's arguments."""
-        fns = load_named_module(self.name, lambda: self._module.step_source(self._ctx))
-        rows = fns.step_rows
+        """Its ``step_rows``, compiled (or loaded from numba's cache) for `signatures` (a dispatcher's), else
+        for the lane's argument types."""
+        rows = load_named_module(self.name, lambda: self._module.step_source(self._ctx)).step_rows
         for signature in signatures:
             rows.compile(signature)
         if not signatures:
-            n = self._ctx.shape[0] - 1
-            ints = np.zeros(0, np.int64)
-            rows(
-                ints, ints, ints, np.zeros((0, n), np.float64), np.zeros((1, 2 * n), np.int64), self._ctx,
-                np.zeros((0, self._ctx.shape[1]), np.int64), ints, np.zeros(1, np.int64), ints, ints,
-                np.zeros(2, np.int64), np.zeros(1, np.int64),
-            )  # fmt: skip
+            _warm(rows, self._ctx.shape[0] - 1, self._ctx.shape[1])
         folder = cache_dir()
         if folder is not None:
             (folder / f"{self.name}.compiled").touch()
         return rows
+
+    def compile_in_child(self) -> bool:
+        """Compile it in a child process at low priority (numba caches it on disk; the child shares no GIL
+        with the flow), so that `load` then only loads it. ``False`` without a cache directory."""
+        folder = cache_dir()
+        if folder is None:
+            return False
+        load_named_module(self.name, lambda: self._module.step_source(self._ctx))  # writes the file
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        n, width = self._ctx.shape[0] - 1, self._ctx.shape[1]
+        code = "import sys; from storey.aggregations._compiled_state import warm_step_module; "
+        code += "warm_step_module(*sys.argv[1:])"
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, self.name, str(n), str(width)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, child.pid, 10)  # behind the flow's own threads
+        output, _ = child.communicate()
+        if child.returncode:
+            msg = f"compiling step module {self.name} failed:\n{output.decode(errors='replace')}"
+            raise RuntimeError(msg)
+        return True
+
+
+def _warm(rows: Any, n: int, width: int) -> None:
+    """Compile `rows` (a ``step_rows``) for the argument types the batch lane passes, on empty arrays."""
+    ints = np.zeros(0, np.int64)
+    rows(
+        ints, ints, ints, np.zeros((0, n), np.float64), np.zeros((1, 2 * n), np.int64),
+        np.zeros((n + 1, width), np.int64), np.zeros((0, width), np.int64), ints, np.zeros(1, np.int64), ints,
+        ints, np.zeros(2, np.int64), np.zeros(1, np.int64),
+    )  # fmt: skip
+
+
+def warm_step_module(name: str, n: str, width: str) -> None:
+    """The child process of `StepModule.compile_in_child`: compile the written module `name` (numba caches
+    it)."""
+    from storey.aggregations.kernels.compiled import load_named_module
+
+    def missing() -> str:
+        msg = f"step module {name!r} was not written"
+        raise FileNotFoundError(msg)
+
+    _warm(load_named_module(name, missing).step_rows, int(n), int(width))
 
 
 _MODULES: dict[tuple[tuple[str, ...], tuple[str, ...]], _Module] = {}

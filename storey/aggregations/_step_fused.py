@@ -635,7 +635,8 @@ def fused_apply(step: Any) -> Fused | None:
             if step_module is not None:
 
                 def specialize() -> None:
-                    """Compile the step module on a thread of its own; the lane switches to it when done."""
+                    """Have the step module compiled, from a thread of its own; the lane switches to it when
+                    it is ready."""
                     ns["SPECIALIZE"] = None
                     signatures = list(module.step_rows.signatures)
                     name = f"storey step module {step.name}"
@@ -644,8 +645,10 @@ def fused_apply(step: Any) -> Fused | None:
                     ).start()
 
                 def switch(step_module: StepModule, signatures: list) -> None:
+                    """Compile it in a child process (no GIL shared with the flow), then load it."""
                     try:
-                        ns["ROWS"] = step_module.load(signatures)
+                        if step_module.compile_in_child():
+                            ns["ROWS"] = step_module.load(signatures)
                     except Exception:  # the generic module goes on (same results, slower)
                         logger.exception("step %r: compiling its step module failed", step.name)
 
