@@ -170,6 +170,29 @@ def _resolved(entry: _Entry) -> tuple[Any, int | None]:
     return (ref.id if isinstance(ref, Event) else ref), entry.last_time
 
 
+class _FreshIds:
+    """An endless iterator of fresh ids, drawn 256 at a time (`MarkBoard.id_of` draws one per key written)."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+
+    def __iter__(self) -> _FreshIds:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            ids = self._ids
+            if not ids:
+                ids = self._ids = fresh_ids(256)
+            try:
+                return ids.pop()
+            except IndexError:  # another thread took the last one meanwhile
+                continue
+
+
+_FRESH = _FreshIds()
+
+
 class MarkBoard:
     """The last-event marks (AGGREGATIONS.md §7.3) of many keys, kept column-wise by the step that writes them
     (the batch lane of `AggregateByKey`) rather than per key: the id and ``times[row]`` (int64) of the last
@@ -214,7 +237,7 @@ class MarkBoard:
         """The id of `row`'s last event (drawn now if its source has none yet)."""
         source = self.sources[row]
         if source is not None:
-            self.ids[row] = source.row_id(int(self.at[row]), iter(fresh_ids(1)))
+            self.ids[row] = source.row_id(int(self.at[row]), _FRESH)
             self.sources[row] = None  # the id is kept; the source's rows need not stay alive for it
         return self.ids[row]
 

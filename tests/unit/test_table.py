@@ -802,3 +802,14 @@ async def test_mark_board_rows_are_the_keys_last_events_until_another_mark_repla
         board.add_row()
     assert board.rows == 3 + n and min(len(board.ids), len(board.times), len(board.fresh)) >= 3 + n
     assert board.ids[:3].tolist() == ["ignored", "ib", "ic"] and board.times[:3].tolist() == [11, 20, 30]
+
+
+def test_board_ids_are_drawn_from_an_endless_stream_of_distinct_uuid4s() -> None:
+    import uuid
+
+    from storey.table import _FreshIds
+
+    stream = _FreshIds()
+    ids = [next(stream) for _ in range(700)]  # more than one draw of 256
+    assert len(set(ids)) == 700
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in ids)
