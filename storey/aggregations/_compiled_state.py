@@ -18,7 +18,9 @@ Plans whose only emitted kernel is ``count`` (no cap or an int cap) instead move
 count by the tiles that leave and enter it, as `PyKeyState` does: integers, exact in any order.
 
 The module also holds ``step1`` … ``step<MAX_FUSED>`` (`_steps_source`): ``add``/``evaluate`` of every
-aggregator of an `AggregateByKey` step in one call (`storey.aggregations._step_fused`).
+aggregator of an `AggregateByKey` step in one call (`storey.aggregations._step_fused`), and ``step_rows``, a
+batch of rows of a step. A *step module* (`StepModule`, `_Module.step_source`) is ``step_rows`` for one step
+with its parameters folded in as constants; `step_modules_mode` says when it is built.
 
 Buffer layout (8-byte words; ``W = 1 + len(plan.row_fields)``, ``NW`` windows, ``NA`` aggregations)::
 
@@ -489,8 +491,9 @@ def evaluate(b, k, ip):
         )
 
     def step_source(self, ctx: np.ndarray) -> str:
-        """A module of the step whose parameters are `ctx` (see `fused_context`): its ``step_rows`` has the
-        generic one's signature and results, with every parameter of every aggregator a constant.
+        """A module of the step whose parameters are `ctx` (a fused step's, `_step_fused.fused_apply`): its
+        ``step_rows`` has the generic one's signature and results, with every parameter of every aggregator
+        a constant.
 
         Each aggregator ``i`` gets ``add_<i>``, ``evaluate_<i>`` and ``step_into_<i>``: the generic functions'
         source with ``ip`` bound to ``IP<i>``, a constant tuple of ``ctx[i]`` (``IPF<i>``: its float64 view),
