@@ -8,7 +8,9 @@ Workload: `benchmarks._data` (10 k keys, 5 events/s, late events), the seed READ
 count and purchases avg/min/max over ``SlidingWindows(['1h','2h','24h'], '10m')``, failed activities count
 over ``SlidingWindows(['1h'], '10m')`` filtered on ``activity_status == 'fail'``; in-memory table; rows fed
 through ``controller.emit`` (bodies as dicts with datetime times), as upstream's script does. Both timers
-start after the engines' imports (numba included) and include building and starting the flow. Upstream runs
+start after the engines' imports (numba included, with its own lazy initialisation) and include building and
+starting the flow; storey's step module is built beforehand in another process, as it is on any machine that
+ran the plan before (a first run builds it in the background). Upstream runs
 in its own virtualenv (same import name) on the first ``--upstream-events`` rows of the same file: by
 default the same 1 M events, the issue's workload (upstream needs ~7 minutes for them; its rate depends on
 N: ~1.5 k ev/s over 50 k events, ~2.8 k over 200 k, ~2.2–2.4 k over 1 M, so its second-half rate is shown
