@@ -841,8 +841,9 @@ class StepModule:
             [sys.executable, "-c", code, self.name, str(n), str(width)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, child.pid, 10)  # behind the flow's own threads
+        if hasattr(os, "setpriority"):  # POSIX: behind the flow's own threads
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, child.pid, 10)
         output, _ = child.communicate()
         if child.returncode:
             msg = f"compiling step module {self.name} failed:\n{output.decode(errors='replace')}"
