@@ -123,3 +123,31 @@ def test_an_unknown_mode_is_an_error(monkeypatch):
     monkeypatch.setenv("STOREY_STEP_MODULES", "fast")
     with pytest.raises(ValueError, match="STOREY_STEP_MODULES must be auto, eager or off"):
         _compiled_state.step_modules_mode()
+
+
+def test_a_step_module_that_fails_to_compile_leaves_the_generic_one(monkeypatch, caplog):
+    """A failing compile is logged; the lane goes on with the generic module, outputs unchanged."""
+    monkeypatch.setenv("STOREY_STEP_MODULES", "auto")
+    monkeypatch.setattr(_step_fused, "STEP_MODULES_AFTER", 500)
+    started = []
+
+    def broken(self):
+        started.append(self.name)
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(_compiled_state.StepModule, "compiled_before", lambda self: False)
+    monkeypatch.setattr(_compiled_state.StepModule, "compile_in_child", broken)
+    rows = _long_rows(3000, keys=40)
+    with caplog.at_level("ERROR", logger="storey.aggregations._step_fused"):
+        lane = run(_readme_aggs(), rows, fields=True)
+        deadline = time.monotonic() + 30
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.02)
+    g = lane[4]._fused.run.__globals__
+    assert started and g["SPECIALIZE"] is None
+    assert g["ROWS"].__module__.startswith("storey_state_")
+    assert any("compiling its step module failed" in r.getMessage() for r in caplog.records)
+    with monkeypatch.context() as m:
+        m.setattr(_step_fused, "batch_eligible", lambda step: False)
+        per_event = run(_readme_aggs(), rows, fields=True)
+    assert_same_runs(lane, per_event, "auto, compile failed")
