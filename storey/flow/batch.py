@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from storey._time import now_ns
-from storey.event import Event, _LazyId, fresh_ids
+from storey.event import Event, _LazyId
 
 __all__ = ["EventBatch", "last_index"]
 
@@ -321,14 +321,6 @@ class EventBatch:
             for ev, key in zip(events, self.rekeyed, strict=True):
                 ev.key = key
         return events
-
-    def row_ids(self, bodies: Sequence[int]) -> list[str]:
-        """The ids of the events of `bodies` (indices into this batch), without building the events; rows
-        without an id yet get fresh ones (drawn at once), which their events then carry."""
-        rows = self.rows
-        row_id = self.meta.row_id
-        fresh = iter(fresh_ids(len(bodies)))
-        return [row_id(j if rows is None else rows[j], fresh) for j in bodies]
 
     def row_refs(self, bodies: np.ndarray) -> tuple[Any, np.ndarray]:
         """Where the ids of `bodies` (indices into this batch) come from, without drawing any: this batch's

@@ -406,10 +406,14 @@ def test_fresh_ids_are_distinct_uuid4_hex(n):
 
 @given(st.lists(st.integers(0, 9), max_size=15), st.lists(st.integers(0, 9), max_size=15))
 def test_row_ids_of_emitted_bodies_are_the_ids_their_events_carry(first, then):
-    """Ids drawn for rows without one (twice for a row named twice, in one call or two) are the ids the rows'
-    events then carry, whichever batch over the rows builds them."""
+    """Ids drawn through the row metadata for rows without one (twice for a row named twice, in one pass or
+    two) are the ids the rows' events then carry, whichever batch over the rows builds them."""
+    from storey.event import fresh_ids
+
     batch = EventBatch.of_bodies([{"i": i} for i in range(10)], [T0_NS] * 10)
-    ids = batch.row_ids(first) + batch.row_ids(then)
+    meta, at = batch.row_refs(np.array(first, np.int64))
+    ids = [meta.row_id(r, iter(fresh_ids(1))) for r in at.tolist()]
+    ids += [meta.row_id(r, iter(fresh_ids(1))) for r in then]
     drawn = dict(zip(first + then, ids, strict=True))
     assert len(set(drawn.values())) == len(drawn)  # one id per row
     assert all(drawn[j] == i for j, i in zip(first + then, ids, strict=True))
@@ -433,8 +437,8 @@ def test_row_refs_give_the_ids_the_rows_events_carry(rows, drawn_before, events_
     from storey.event import fresh_ids
 
     batch = EventBatch.of_bodies([{"i": i} for i in range(10)], [T0_NS] * 10)
-    before = batch.row_ids(drawn_before)
     meta, at = batch.row_refs(np.array(rows, np.int64))
+    before = [meta.row_id(r, iter(fresh_ids(1))) for r in drawn_before]
     assert at.tolist() == rows
     later = batch.derive([{"k": i} for i in range(10)], None) if derived else batch
     early = [later.event(j).id for j in events_first]  # events built (ids drawn) before the marks ask
