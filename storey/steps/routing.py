@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from storey.errors import FlowError
 from storey.event import Event
 from storey.flow.step import Flow
 
@@ -64,16 +63,7 @@ class Choice(Flow):
         element = self._element(event)
         for target, condition in self._choices:
             if condition(element):
-                return self._route(target, event)
+                return target._do_one(event)
         if self._default is not None:
-            return self._route(self._default, event)
+            return self._default._do_one(event)
         return None
-
-    def _route(self, target: Flow, event: Event) -> Awaitable[Any] | None:
-        try:
-            r = target._do(event)
-        except FlowError:
-            raise
-        except Exception as exc:
-            raise target._fail(exc, event) from exc
-        return None if r is None else target._guard(r, event)
